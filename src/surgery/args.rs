@@ -1,0 +1,362 @@
+//! The arguments of each surgery op, and the checks every backend runs on them before touching
+//! memory. Backends share these checks so the CPU path, the float64 reference and the device
+//! paths reject exactly the same inputs with exactly the same messages.
+
+use super::error::{Result, SurgeryError};
+use super::transform::Transform;
+
+/// Most directions the K-direction row projection takes per row.
+pub const MAX_DIRECTIONS: usize = 8;
+/// Most operands (vectors) a Gram or combine call takes.
+pub const MAX_OPERANDS: usize = 8;
+/// eps added to `‖relu(h)‖` before dividing, as in the official hook.
+pub const DEFAULT_EPS: f32 = 1e-6;
+/// Relative size below which a direction counts as lying in the span of the earlier ones; see
+/// [`MultiProjection::dep_tol`].
+pub const DEFAULT_DEP_TOL: f32 = 1e-3;
+
+/// A list of tensors that together form one vector, the way a model's parameter gradients come.
+pub type TensorList<'a, T> = &'a [&'a [T]];
+
+/// The help term of the row projection: `coef · min(grad, 0)` is added to the row first.
+#[derive(Clone, Copy, Debug)]
+pub struct HelpTerm<'a, T> {
+    /// `[rows, dim]`, row-major.
+    pub grad: &'a [T],
+    /// `λ / B` in DGS-Net.
+    pub coef: f32,
+}
+
+/// Row-wise DGS projection: each row `x` becomes `x' − (x'·ĥ) ĥ` with
+/// `x' = x + c·min(a, 0)` and `ĥ = relu(h) / (‖relu(h)‖₂ + eps)`.
+#[derive(Clone, Copy, Debug)]
+pub struct RowProjection<'a, T> {
+    pub rows: usize,
+    pub dim: usize,
+    /// The harm gradient `h`, `[rows, dim]`, row-major.
+    pub harm: &'a [T],
+    pub help: Option<HelpTerm<'a, T>>,
+    /// Added to the norm, not to its square.
+    pub eps: f32,
+}
+
+impl<'a, T> RowProjection<'a, T> {
+    pub fn new(rows: usize, dim: usize, harm: &'a [T]) -> Self {
+        Self {
+            rows,
+            dim,
+            harm,
+            help: None,
+            eps: DEFAULT_EPS,
+        }
+    }
+
+    pub fn with_help(mut self, grad: &'a [T], coef: f32) -> Self {
+        self.help = Some(HelpTerm { grad, coef });
+        self
+    }
+
+    pub fn with_eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+}
+
+/// Optional per-row outputs of the row projection, each of length `rows`.
+#[derive(Debug, Default)]
+pub struct RowStatsMut<'a> {
+    /// `x'·ĥ`, the coefficient that was removed.
+    pub coef: Option<&'a mut [f32]>,
+    /// `‖relu(h)‖₂` (without eps).
+    pub harm_norm: Option<&'a mut [f32]>,
+}
+
+/// K-direction row projection: each row of `x` loses its component in the span of the rows of
+/// `directions[0..K]` (after `transform`), computed exactly by orthonormalising the directions.
+///
+/// Near-dependent directions: directions are taken in order; a direction whose component outside
+/// the span of the directions kept so far is at most `dep_tol` times its own norm (this includes a
+/// zero direction) is skipped for that row, because its normalised remainder would be rounding
+/// noise magnified by `1/dep_tol`. The default, 1e-3, sits above the relative rounding of f16
+/// inputs (≈4.9e-4), so directions that are dependent before rounding stay dependent after it.
+#[derive(Clone, Copy, Debug)]
+pub struct MultiProjection<'a, T> {
+    pub rows: usize,
+    pub dim: usize,
+    /// K arrays, each `[rows, dim]` row-major; K ≤ [`MAX_DIRECTIONS`].
+    pub directions: &'a [&'a [T]],
+    pub transform: Transform,
+    pub dep_tol: f32,
+}
+
+impl<'a, T> MultiProjection<'a, T> {
+    pub fn new(rows: usize, dim: usize, directions: &'a [&'a [T]]) -> Self {
+        Self {
+            rows,
+            dim,
+            directions,
+            transform: Transform::Identity,
+            dep_tol: DEFAULT_DEP_TOL,
+        }
+    }
+
+    pub fn with_transform(mut self, transform: Transform) -> Self {
+        self.transform = transform;
+        self
+    }
+
+    pub fn with_dep_tol(mut self, dep_tol: f32) -> Self {
+        self.dep_tol = dep_tol;
+        self
+    }
+}
+
+/// One vector of a Gram or combine call: a tensor list and the transform applied on load.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand<'a, T> {
+    pub tensors: TensorList<'a, T>,
+    pub transform: Transform,
+}
+
+impl<'a, T> Operand<'a, T> {
+    pub fn new(tensors: TensorList<'a, T>, transform: Transform) -> Self {
+        Self { tensors, transform }
+    }
+
+    pub fn identity(tensors: TensorList<'a, T>) -> Self {
+        Self::new(tensors, Transform::Identity)
+    }
+
+    pub fn numel(&self) -> usize {
+        self.tensors.iter().map(|t| t.len()).sum()
+    }
+}
+
+fn check_len(
+    op: &'static str,
+    arg: &'static str,
+    got: usize,
+    rows: usize,
+    dim: usize,
+) -> Result<()> {
+    let expected = rows
+        .checked_mul(dim)
+        .ok_or_else(|| SurgeryError::InvalidValue {
+            op,
+            arg: "rows × dim",
+            value: format!("{rows} × {dim}"),
+            why: "the product overflows usize",
+        })?;
+    if got != expected {
+        return Err(SurgeryError::LengthMismatch {
+            op,
+            arg,
+            expected,
+            got,
+            why: format!("rows × dim = {rows} × {dim}"),
+        });
+    }
+    Ok(())
+}
+
+fn check_rows_dim(op: &'static str, rows: usize, dim: usize) -> Result<()> {
+    if dim == 0 && rows > 0 {
+        return Err(SurgeryError::ZeroDim { op, rows });
+    }
+    Ok(())
+}
+
+fn check_finite_nonneg(op: &'static str, arg: &'static str, v: f32) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(SurgeryError::InvalidValue {
+            op,
+            arg,
+            value: v.to_string(),
+            why: "it must be finite and non-negative",
+        });
+    }
+    Ok(())
+}
+
+/// Checks for [`RowProjection`] applied to an `x` of `x_len` elements.
+pub fn check_row_projection<T>(
+    op: &'static str,
+    x_len: usize,
+    p: &RowProjection<'_, T>,
+    stats: &RowStatsMut<'_>,
+) -> Result<()> {
+    check_rows_dim(op, p.rows, p.dim)?;
+    check_len(op, "x", x_len, p.rows, p.dim)?;
+    check_len(op, "harm", p.harm.len(), p.rows, p.dim)?;
+    if let Some(help) = &p.help {
+        check_len(op, "help.grad", help.grad.len(), p.rows, p.dim)?;
+        if !help.coef.is_finite() {
+            return Err(SurgeryError::InvalidValue {
+                op,
+                arg: "help.coef",
+                value: help.coef.to_string(),
+                why: "it must be finite",
+            });
+        }
+    }
+    check_finite_nonneg(op, "eps", p.eps)?;
+    for (arg, s) in [
+        ("stats.coef", stats.coef.as_deref()),
+        ("stats.harm_norm", stats.harm_norm.as_deref()),
+    ] {
+        if let Some(s) = s {
+            if s.len() != p.rows {
+                return Err(SurgeryError::LengthMismatch {
+                    op,
+                    arg,
+                    expected: p.rows,
+                    got: s.len(),
+                    why: "one value per row".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks for [`MultiProjection`] applied to an `x` of `x_len` elements.
+pub fn check_multi_projection<T>(
+    op: &'static str,
+    x_len: usize,
+    p: &MultiProjection<'_, T>,
+    kept_len: Option<usize>,
+) -> Result<()> {
+    check_rows_dim(op, p.rows, p.dim)?;
+    if p.directions.len() > MAX_DIRECTIONS {
+        return Err(SurgeryError::TooMany {
+            op,
+            what: "directions",
+            got: p.directions.len(),
+            max: MAX_DIRECTIONS,
+        });
+    }
+    check_len(op, "x", x_len, p.rows, p.dim)?;
+    for d in p.directions {
+        check_len(op, "directions[k]", d.len(), p.rows, p.dim)?;
+    }
+    check_finite_nonneg(op, "dep_tol", p.dep_tol)?;
+    if let Some(n) = kept_len {
+        if n != p.rows {
+            return Err(SurgeryError::LengthMismatch {
+                op,
+                arg: "kept",
+                expected: p.rows,
+                got: n,
+                why: "one count per row".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `lists` all have the same shape as the first: same tensor count and lengths.
+/// Each item is a list's name (for messages) and its tensor lengths.
+pub fn check_same_shape(
+    op: &'static str,
+    shapes: impl IntoIterator<Item = (String, Vec<usize>)>,
+) -> Result<Vec<usize>> {
+    let mut iter = shapes.into_iter();
+    let Some((ref_name, ref_lens)) = iter.next() else {
+        return Ok(Vec::new());
+    };
+    for (name, lens) in iter {
+        if lens.len() != ref_lens.len() {
+            return Err(SurgeryError::TensorCountMismatch {
+                op,
+                list: name,
+                reference: ref_name,
+                expected: ref_lens.len(),
+                got: lens.len(),
+            });
+        }
+        if let Some(t) = (0..lens.len()).find(|&t| lens[t] != ref_lens[t]) {
+            return Err(SurgeryError::RaggedTensorList {
+                op,
+                list: name,
+                reference: ref_name,
+                tensor: t,
+                expected: ref_lens[t],
+                got: lens[t],
+            });
+        }
+    }
+    Ok(ref_lens)
+}
+
+fn lens<T>(list: &[&[T]]) -> Vec<usize> {
+    list.iter().map(|t| t.len()).collect()
+}
+
+/// Checks for a Gram call; returns the tensor lengths shared by all operands.
+pub fn check_gram<T>(op: &'static str, operands: &[Operand<'_, T>]) -> Result<Vec<usize>> {
+    if operands.len() > MAX_OPERANDS {
+        return Err(SurgeryError::TooMany {
+            op,
+            what: "operands",
+            got: operands.len(),
+            max: MAX_OPERANDS,
+        });
+    }
+    check_same_shape(
+        op,
+        operands
+            .iter()
+            .enumerate()
+            .map(|(k, o)| (format!("operands[{k}]"), lens(o.tensors))),
+    )
+}
+
+/// Checks for a combine call writing `out` (given by its tensor lengths).
+pub fn check_combine<T>(
+    op: &'static str,
+    out_lens: &[usize],
+    out_term: Option<(f32, Transform)>,
+    operands: &[Operand<'_, T>],
+    weights: &[f32],
+) -> Result<()> {
+    if operands.len() > MAX_OPERANDS {
+        return Err(SurgeryError::TooMany {
+            op,
+            what: "operands",
+            got: operands.len(),
+            max: MAX_OPERANDS,
+        });
+    }
+    if weights.len() != operands.len() {
+        return Err(SurgeryError::LengthMismatch {
+            op,
+            arg: "weights",
+            expected: operands.len(),
+            got: weights.len(),
+            why: "one weight per operand".into(),
+        });
+    }
+    let shapes = std::iter::once(("out".to_string(), out_lens.to_vec())).chain(
+        operands
+            .iter()
+            .enumerate()
+            .map(|(k, o)| (format!("operands[{k}]"), lens(o.tensors))),
+    );
+    check_same_shape(op, shapes)?;
+    let out_weight = out_term.map(|(w, _)| w);
+    for (k, w) in weights.iter().chain(out_weight.iter()).enumerate() {
+        if !w.is_finite() {
+            return Err(SurgeryError::InvalidValue {
+                op,
+                arg: if k < weights.len() {
+                    "weights"
+                } else {
+                    "out_term weight"
+                },
+                value: w.to_string(),
+                why: "weights must be finite",
+            });
+        }
+    }
+    Ok(())
+}
