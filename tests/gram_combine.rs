@@ -4,7 +4,7 @@ mod common;
 
 use common::{AWKWARD_LENS, assert_passed};
 use dgs::surgery::rng::SplitMix64;
-use dgs::surgery::verify::{Magnitude, as_slices, check_combine, check_gram, random_list};
+use dgs::surgery::verify::{check_combine, check_gram, lists_as_slices, random_lists};
 use dgs::surgery::{Element, HostBackend, MAX_OPERANDS, Operand, Transform};
 
 const TRANSFORM_SETS: [&[Transform]; 3] = [
@@ -40,24 +40,13 @@ fn gram_matches_reference<B: HostBackend>(b: &B) {
 fn gram_is_symmetric_and_deterministic<B: HostBackend>(b: &B) {
     let mut rng = SplitMix64::new(5);
     let lens = [200_000, 3, 65_537];
-    let lists: Vec<Vec<Vec<f32>>> = (0..4)
-        .map(|_| random_list(&mut rng, &lens, Magnitude::Normal(1.0)))
-        .collect();
-    let slices: Vec<Vec<&[f32]>> = lists.iter().map(|l| as_slices(l)).collect();
+    let lists = random_lists::<f32>(&mut rng, 4, &lens);
+    let slices = lists_as_slices(&lists);
     let ops: Vec<Operand<'_, f32>> = slices
         .iter()
         .map(|s| Operand::new(s, Transform::Relu))
         .collect();
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    let two = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let g1 = one.install(|| b.gram(&ops)).unwrap();
-    let g2 = two.install(|| b.gram(&ops)).unwrap();
+    let (g1, g2) = common::on_one_and_two_threads(|| b.gram(&ops).unwrap());
     let bits = |g: &dgs::surgery::Gram| {
         g.as_row_major()
             .iter()

@@ -163,16 +163,7 @@ fn results_do_not_depend_on_thread_count<B: HostBackend>(b: &B) {
     let x: Vec<f32> = random_elems(&mut rng, rows * dim, Magnitude::Normal(1.0));
     let h: Vec<f32> = random_elems(&mut rng, rows * dim, Magnitude::Normal(1.0));
     let p = RowProjection::new(rows, dim, &h);
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    let two = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let a = one.install(|| project(b, &x, &p));
-    let c = two.install(|| project(b, &x, &p));
+    let (a, c) = common::on_one_and_two_threads(|| project(b, &x, &p));
     assert!(a.iter().zip(&c).all(|(u, v)| u.to_bits() == v.to_bits()));
 }
 

@@ -166,7 +166,7 @@ fn check_rows_dim(op: &'static str, rows: usize, dim: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_finite_nonneg(op: &'static str, arg: &'static str, v: f32) -> Result<()> {
+pub(crate) fn check_finite_nonneg(op: &'static str, arg: &'static str, v: f32) -> Result<()> {
     if !(v.is_finite() && v >= 0.0) {
         return Err(SurgeryError::InvalidValue {
             op,
@@ -288,20 +288,25 @@ pub fn check_same_shape(
     Ok(ref_lens)
 }
 
+fn check_operand_count(op: &'static str, got: usize) -> Result<()> {
+    if got > MAX_OPERANDS {
+        return Err(SurgeryError::TooMany {
+            op,
+            what: "operands",
+            got,
+            max: MAX_OPERANDS,
+        });
+    }
+    Ok(())
+}
+
 fn lens<T>(list: &[&[T]]) -> Vec<usize> {
     list.iter().map(|t| t.len()).collect()
 }
 
 /// Checks for a Gram call; returns the tensor lengths shared by all operands.
 pub fn check_gram<T>(op: &'static str, operands: &[Operand<'_, T>]) -> Result<Vec<usize>> {
-    if operands.len() > MAX_OPERANDS {
-        return Err(SurgeryError::TooMany {
-            op,
-            what: "operands",
-            got: operands.len(),
-            max: MAX_OPERANDS,
-        });
-    }
+    check_operand_count(op, operands.len())?;
     check_same_shape(
         op,
         operands
@@ -319,14 +324,7 @@ pub fn check_combine<T>(
     operands: &[Operand<'_, T>],
     weights: &[f32],
 ) -> Result<()> {
-    if operands.len() > MAX_OPERANDS {
-        return Err(SurgeryError::TooMany {
-            op,
-            what: "operands",
-            got: operands.len(),
-            max: MAX_OPERANDS,
-        });
-    }
+    check_operand_count(op, operands.len())?;
     if weights.len() != operands.len() {
         return Err(SurgeryError::LengthMismatch {
             op,

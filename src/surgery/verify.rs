@@ -44,6 +44,22 @@ pub fn as_slices<T>(list: &[Vec<T>]) -> Vec<&[T]> {
     list.iter().map(Vec::as_slice).collect()
 }
 
+/// `k` random tensor lists of the given lengths, normal(0, 1).
+pub fn random_lists<T: Element>(
+    rng: &mut SplitMix64,
+    k: usize,
+    lens: &[usize],
+) -> Vec<Vec<Vec<T>>> {
+    (0..k)
+        .map(|_| random_list(rng, lens, Magnitude::Normal(1.0)))
+        .collect()
+}
+
+/// Borrow each list of [`random_lists`] as slices, ready for [`Operand`]s.
+pub fn lists_as_slices<T>(lists: &[Vec<Vec<T>>]) -> Vec<Vec<&[T]>> {
+    lists.iter().map(|l| as_slices(l)).collect()
+}
+
 /// Reports of one row-projection check.
 #[derive(Clone, Debug)]
 pub struct RowsCheck {
@@ -135,10 +151,8 @@ pub fn check_gram<T: Element, B: HostBackend>(
     seed: u64,
 ) -> Result<Report> {
     let mut rng = SplitMix64::new(seed);
-    let lists: Vec<Vec<Vec<T>>> = (0..k)
-        .map(|_| random_list(&mut rng, lens, Magnitude::Normal(1.0)))
-        .collect();
-    let slices: Vec<Vec<&[T]>> = lists.iter().map(|l| as_slices(l)).collect();
+    let lists = random_lists::<T>(&mut rng, k, lens);
+    let slices = lists_as_slices(&lists);
     let operands: Vec<Operand<'_, T>> = slices
         .iter()
         .enumerate()
@@ -166,8 +180,8 @@ pub fn check_combine<T: Element, B: HostBackend>(
 ) -> Result<Report> {
     let mut rng = SplitMix64::new(seed);
     let m = Magnitude::Normal(1.0);
-    let lists: Vec<Vec<Vec<T>>> = (0..k).map(|_| random_list(&mut rng, lens, m)).collect();
-    let slices: Vec<Vec<&[T]>> = lists.iter().map(|l| as_slices(l)).collect();
+    let lists = random_lists::<T>(&mut rng, k, lens);
+    let slices = lists_as_slices(&lists);
     let transforms = [
         Transform::Identity,
         Transform::Relu,
@@ -203,10 +217,8 @@ pub fn check_pcgrad<T: Element, B: HostBackend>(
     seed: u64,
 ) -> Result<Report> {
     let mut rng = SplitMix64::new(seed);
-    let lists: Vec<Vec<Vec<T>>> = (0..tasks)
-        .map(|_| random_list(&mut rng, lens, Magnitude::Normal(1.0)))
-        .collect();
-    let slices: Vec<Vec<&[T]>> = lists.iter().map(|l| as_slices(l)).collect();
+    let lists = random_lists::<T>(&mut rng, tasks, lens);
+    let slices = lists_as_slices(&lists);
     let task_refs: Vec<&[&[T]]> = slices.iter().map(Vec::as_slice).collect();
     let operands: Vec<Operand<'_, T>> = task_refs.iter().map(|s| Operand::identity(s)).collect();
     let order_seed = rng.next_u64();

@@ -14,6 +14,18 @@ pub fn assert_passed(report: &Report, what: &str) {
     assert!(report.passed(), "{what}: {report}");
 }
 
+/// `f` run in a one-thread pool and in a two-thread pool: for checking that results do not depend
+/// on how the work was split.
+pub fn on_one_and_two_threads<R: Send>(f: impl Fn() -> R + Send + Sync) -> (R, R) {
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("thread pool")
+    };
+    (pool(1).install(&f), pool(2).install(&f))
+}
+
 /// Run a generic body once per storage type: `for_each_dtype!(T => body)`.
 #[macro_export]
 macro_rules! for_each_dtype {

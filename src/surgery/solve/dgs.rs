@@ -2,6 +2,7 @@
 //! `λ · min(help, 0)`.
 
 use super::gram::Gram;
+use crate::surgery::args::check_finite_nonneg;
 use crate::surgery::args::{Operand, TensorList};
 use crate::surgery::error::{Result, SurgeryError};
 use crate::surgery::transform::Transform;
@@ -50,14 +51,7 @@ pub fn dgs_param(gram: &Gram, lambda: f32, eps: f32) -> Result<Vec<f32>> {
             why: "it must be finite, and 0 when no help operand is given",
         });
     }
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(SurgeryError::InvalidValue {
-            op: OP,
-            arg: "eps",
-            value: eps.to_string(),
-            why: "it must be finite and non-negative",
-        });
-    }
+    check_finite_nonneg(OP, "eps", eps)?;
     let norm = gram.get_f64(DGS_HARM, DGS_HARM).max(0.0).sqrt();
     let along = gram.get_f64(DGS_TASK, DGS_HARM);
     let harm_weight = if norm == 0.0 {

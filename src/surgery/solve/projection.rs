@@ -2,6 +2,7 @@
 
 use super::gram::Gram;
 use super::span::SpanBasis;
+use crate::surgery::args::check_finite_nonneg;
 use crate::surgery::error::{Result, SurgeryError};
 
 /// Combine weights that turn operand `target` into its component orthogonal to the span of the
@@ -27,14 +28,7 @@ pub fn orthogonal_projection(
             });
         }
     }
-    if !(dep_tol.is_finite() && dep_tol >= 0.0) {
-        return Err(SurgeryError::InvalidValue {
-            op: OP,
-            arg: "dep_tol",
-            value: dep_tol.to_string(),
-            why: "it must be finite and non-negative",
-        });
-    }
+    check_finite_nonneg(OP, "dep_tol", dep_tol)?;
     let g = |i, j| gram.get_f64(i, j);
     let basis = SpanBasis::new(&g, gram.k(), directions, f64::from(dep_tol));
     Ok(basis
