@@ -178,6 +178,59 @@ pub(crate) fn check_finite_nonneg(op: &'static str, arg: &'static str, v: f32) -
     Ok(())
 }
 
+/// The sizes and scalars of a row-wise projection call, wherever its buffers live: the host and
+/// device entry points both reduce their arguments to this and run [`check_row_lens`].
+#[derive(Clone, Copy, Debug)]
+pub struct RowLens {
+    pub rows: usize,
+    pub dim: usize,
+    pub x: usize,
+    pub harm: usize,
+    /// Length of the help gradient and its coefficient.
+    pub help: Option<(usize, f32)>,
+    pub eps: f32,
+    pub coef: Option<usize>,
+    pub harm_norm: Option<usize>,
+}
+
+pub fn check_row_lens(op: &'static str, l: &RowLens) -> Result<()> {
+    check_rows_dim(op, l.rows, l.dim)?;
+    check_len(op, "x", l.x, l.rows, l.dim)?;
+    check_len(op, "harm", l.harm, l.rows, l.dim)?;
+    if let Some((len, coef)) = l.help {
+        check_len(op, "help.grad", len, l.rows, l.dim)?;
+        if !coef.is_finite() {
+            return Err(SurgeryError::InvalidValue {
+                op,
+                arg: "help.coef",
+                value: coef.to_string(),
+                why: "it must be finite",
+            });
+        }
+    }
+    check_finite_nonneg(op, "eps", l.eps)?;
+    check_per_row(op, "stats.coef", l.coef, l.rows)?;
+    check_per_row(op, "stats.harm_norm", l.harm_norm, l.rows)
+}
+
+fn check_per_row(
+    op: &'static str,
+    arg: &'static str,
+    len: Option<usize>,
+    rows: usize,
+) -> Result<()> {
+    match len {
+        Some(got) if got != rows => Err(SurgeryError::LengthMismatch {
+            op,
+            arg,
+            expected: rows,
+            got,
+            why: "one value per row".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Checks for [`RowProjection`] applied to an `x` of `x_len` elements.
 pub fn check_row_projection<T>(
     op: &'static str,
@@ -185,38 +238,57 @@ pub fn check_row_projection<T>(
     p: &RowProjection<'_, T>,
     stats: &RowStatsMut<'_>,
 ) -> Result<()> {
-    check_rows_dim(op, p.rows, p.dim)?;
-    check_len(op, "x", x_len, p.rows, p.dim)?;
-    check_len(op, "harm", p.harm.len(), p.rows, p.dim)?;
-    if let Some(help) = &p.help {
-        check_len(op, "help.grad", help.grad.len(), p.rows, p.dim)?;
-        if !help.coef.is_finite() {
-            return Err(SurgeryError::InvalidValue {
-                op,
-                arg: "help.coef",
-                value: help.coef.to_string(),
-                why: "it must be finite",
-            });
-        }
+    check_row_lens(
+        op,
+        &RowLens {
+            rows: p.rows,
+            dim: p.dim,
+            x: x_len,
+            harm: p.harm.len(),
+            help: p.help.as_ref().map(|h| (h.grad.len(), h.coef)),
+            eps: p.eps,
+            coef: stats.coef.as_ref().map(|s| s.len()),
+            harm_norm: stats.harm_norm.as_ref().map(|s| s.len()),
+        },
+    )
+}
+
+/// The sizes of a K-direction projection call, wherever its buffers live.
+#[derive(Clone, Debug)]
+pub struct MultiLens {
+    pub rows: usize,
+    pub dim: usize,
+    pub x: usize,
+    pub directions: Vec<usize>,
+    pub dep_tol: f32,
+    pub kept: Option<usize>,
+}
+
+pub fn check_multi_lens(op: &'static str, l: &MultiLens) -> Result<()> {
+    check_rows_dim(op, l.rows, l.dim)?;
+    if l.directions.len() > MAX_DIRECTIONS {
+        return Err(SurgeryError::TooMany {
+            op,
+            what: "directions",
+            got: l.directions.len(),
+            max: MAX_DIRECTIONS,
+        });
     }
-    check_finite_nonneg(op, "eps", p.eps)?;
-    for (arg, s) in [
-        ("stats.coef", stats.coef.as_deref()),
-        ("stats.harm_norm", stats.harm_norm.as_deref()),
-    ] {
-        if let Some(s) = s {
-            if s.len() != p.rows {
-                return Err(SurgeryError::LengthMismatch {
-                    op,
-                    arg,
-                    expected: p.rows,
-                    got: s.len(),
-                    why: "one value per row".into(),
-                });
-            }
-        }
+    check_len(op, "x", l.x, l.rows, l.dim)?;
+    for &d in &l.directions {
+        check_len(op, "directions[k]", d, l.rows, l.dim)?;
     }
-    Ok(())
+    check_finite_nonneg(op, "dep_tol", l.dep_tol)?;
+    match l.kept {
+        Some(got) if got != l.rows => Err(SurgeryError::LengthMismatch {
+            op,
+            arg: "kept",
+            expected: l.rows,
+            got,
+            why: "one count per row".into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Checks for [`MultiProjection`] applied to an `x` of `x_len` elements.
@@ -226,32 +298,17 @@ pub fn check_multi_projection<T>(
     p: &MultiProjection<'_, T>,
     kept_len: Option<usize>,
 ) -> Result<()> {
-    check_rows_dim(op, p.rows, p.dim)?;
-    if p.directions.len() > MAX_DIRECTIONS {
-        return Err(SurgeryError::TooMany {
-            op,
-            what: "directions",
-            got: p.directions.len(),
-            max: MAX_DIRECTIONS,
-        });
-    }
-    check_len(op, "x", x_len, p.rows, p.dim)?;
-    for d in p.directions {
-        check_len(op, "directions[k]", d.len(), p.rows, p.dim)?;
-    }
-    check_finite_nonneg(op, "dep_tol", p.dep_tol)?;
-    if let Some(n) = kept_len {
-        if n != p.rows {
-            return Err(SurgeryError::LengthMismatch {
-                op,
-                arg: "kept",
-                expected: p.rows,
-                got: n,
-                why: "one count per row".into(),
-            });
-        }
-    }
-    Ok(())
+    check_multi_lens(
+        op,
+        &MultiLens {
+            rows: p.rows,
+            dim: p.dim,
+            x: x_len,
+            directions: p.directions.iter().map(|d| d.len()).collect(),
+            dep_tol: p.dep_tol,
+            kept: kept_len,
+        },
+    )
 }
 
 /// Checks that `lists` all have the same shape as the first: same tensor count and lengths.
@@ -288,7 +345,7 @@ pub fn check_same_shape(
     Ok(ref_lens)
 }
 
-fn check_operand_count(op: &'static str, got: usize) -> Result<()> {
+pub(crate) fn check_operand_count(op: &'static str, got: usize) -> Result<()> {
     if got > MAX_OPERANDS {
         return Err(SurgeryError::TooMany {
             op,

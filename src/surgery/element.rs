@@ -51,8 +51,21 @@ impl std::str::FromStr for DType {
     }
 }
 
+/// What the CUDA backend needs of a storage type; nothing without the `cuda-kernels` feature.
+#[cfg(feature = "cuda-kernels")]
+pub trait DeviceBound: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits {}
+#[cfg(feature = "cuda-kernels")]
+impl<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits> DeviceBound for T {}
+/// What the CUDA backend needs of a storage type; nothing without the `cuda-kernels` feature.
+#[cfg(not(feature = "cuda-kernels"))]
+pub trait DeviceBound {}
+#[cfg(not(feature = "cuda-kernels"))]
+impl<T> DeviceBound for T {}
+
 /// A storage element: f32, f16 or bf16.
-pub trait Element: bytemuck::Pod + Send + Sync + PartialEq + fmt::Debug + 'static {
+pub trait Element:
+    bytemuck::Pod + Send + Sync + PartialEq + fmt::Debug + DeviceBound + 'static
+{
     const DTYPE: DType;
     fn to_f32(self) -> f32;
     /// Round to nearest even, as the hardware conversions do.

@@ -54,6 +54,13 @@ pub enum SurgeryError {
         why: &'static str,
     },
 
+    /// A device backend failed (driver error, no device, ...) while running an op on host data.
+    #[error("{backend} backend: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
+
     #[error("{op}: index {index} of `{arg}` is out of range for {len} entries")]
     IndexOutOfRange {
         op: &'static str,

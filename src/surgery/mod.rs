@@ -12,6 +12,8 @@ pub mod backend;
 pub mod compare;
 pub mod convert;
 pub mod cpu;
+#[cfg(feature = "cuda-kernels")]
+pub mod cuda;
 pub mod element;
 pub mod error;
 pub mod reference;

@@ -46,7 +46,10 @@ macro_rules! for_each_dtype {
 }
 
 /// Stamp one `#[test]` per backend for each generic test body `fn name<B: HostBackend>(&B)`.
-/// Device backends add their own module here, skipping with a printed line when no device exists.
+///
+/// The CUDA cases exist with the `cuda-kernels` feature. They are reported as ignored ("skipped:
+/// no CUDA device") unless the tests were built with `DGS_GPU_TESTS=1` (the GPU machine's build,
+/// see docs/gpu.md), where a missing device is a failure: a skipped GPU case never counts as a pass.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -58,5 +61,28 @@ macro_rules! backend_tests {
                 }
             )*
         }
+
+        #[cfg(feature = "cuda-kernels")]
+        mod cuda {
+            $(
+                #[test]
+                #[cfg_attr(
+                    not(dgs_gpu_tests),
+                    ignore = "skipped: no CUDA device (GPU cases run in a DGS_GPU_TESTS=1 build, see docs/gpu.md)"
+                )]
+                fn $name() {
+                    super::$name(&$crate::common::cuda_backend());
+                }
+            )*
+        }
     };
+}
+
+/// The CUDA backend on device 0; in a GPU test build its absence is a test failure.
+#[cfg(feature = "cuda-kernels")]
+pub fn cuda_backend() -> dgs::surgery::cuda::CudaBackend {
+    match dgs::surgery::cuda::CudaBackend::new(0) {
+        Ok(b) => b,
+        Err(e) => panic!("this build runs the GPU cases (DGS_GPU_TESTS=1) but: {e}"),
+    }
 }

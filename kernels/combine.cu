@@ -1,0 +1,75 @@
+// Linear combination over tensor lists, one pass, in place allowed:
+//   out = [w_out · t_out(out)] + Σ_k w_k · t_k(v_k)
+// The weights are read from device memory (weights[0..k) for the operands, weights[k] for `out`
+// when out_transform >= 0), so a solver kernel can produce them without a host round trip.
+#include "dtype.cuh"
+#include "tensor_list.cuh"
+
+using namespace dgs;
+
+template <typename T>
+__device__ void combine_impl(ListTable table, const unsigned long long* __restrict__ out_ptrs,
+                             int k, unsigned transforms, int out_transform,
+                             const float* __restrict__ weights) {
+    constexpr int N = Vec<T>::N;
+    const bool has_out = out_transform >= 0;
+    float w[8];
+    int tr[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        w[j] = j < k ? weights[j] : 0.f;
+        tr[j] = transform_of(transforms, j);
+    }
+    const float w_out = has_out ? weights[k] : 0.f;
+    for (int item = blockIdx.x; item < table.n_items; item += gridDim.x) {
+        const int t = table.item_tensor[item];
+        const long long start = table.item_start[item];
+        const long long rest = table.lens[t] - start;
+        const int len = (int)(rest < kChunk ? rest : kChunk);
+        T* o = reinterpret_cast<T*>(out_ptrs[t]) + start;
+        const T* v[8];
+        bool vec = aligned16(o);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            v[j] = j < k ? tensor_ptr<const T>(table, j, t) + start : nullptr;
+            if (j < k) vec = vec && aligned16(v[j]);
+        }
+        const int vec_len = vec ? len / N * N : 0;
+        for (int i = threadIdx.x * N; i < vec_len; i += blockDim.x * N) {
+            float acc[N], e[N];
+            if (has_out) {
+                load_vec(o + i, e);
+#pragma unroll
+                for (int q = 0; q < N; ++q) acc[q] = w_out * apply_transform(out_transform, e[q]);
+            } else {
+#pragma unroll
+                for (int q = 0; q < N; ++q) acc[q] = 0.f;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                if (j >= k) break;
+                load_vec(v[j] + i, e);
+#pragma unroll
+                for (int q = 0; q < N; ++q) acc[q] += w[j] * apply_transform(tr[j], e[q]);
+            }
+            store_vec(o + i, acc);
+        }
+        for (int i = vec_len + threadIdx.x; i < len; i += blockDim.x) {
+            float acc = has_out ? w_out * apply_transform(out_transform, to_float(o[i])) : 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                if (j >= k) break;
+                acc += w[j] * apply_transform(tr[j], to_float(v[j][i]));
+            }
+            o[i] = from_float<T>(acc);
+        }
+    }
+}
+
+#define STAMP_COMBINE(T, S)                                                                       \
+    extern "C" __global__ void combine_##S(ListTable table, const unsigned long long* out_ptrs,   \
+                                           int k, unsigned transforms, int out_transform,         \
+                                           const float* weights) {                                \
+        combine_impl<T>(table, out_ptrs, k, transforms, out_transform, weights);                  \
+    }
+DGS_STAMP_DTYPES(STAMP_COMBINE)

@@ -1,0 +1,25 @@
+// Many tensors per launch, Apex style: a device table of tensor pointers (operand-major,
+// [k][n_tensors]), their lengths, and a work-item map block -> (tensor, chunk start). Built once
+// on the host side (TensorLists) and reused, so a launch needs no host-side copies.
+#pragma once
+#include <stdint.h>
+
+namespace dgs {
+
+constexpr long long kChunk = 65536;  // elements per work item; matches CHUNK on the CPU side
+
+struct ListTable {
+    const unsigned long long* ptrs;  // [k][n_tensors] device addresses
+    const long long* lens;           // [n_tensors]
+    const int* item_tensor;          // [n_items]
+    const long long* item_start;     // [n_items]
+    int n_tensors;
+    int n_items;
+};
+
+template <typename T>
+__device__ __forceinline__ T* tensor_ptr(const ListTable& t, int operand, int tensor) {
+    return reinterpret_cast<T*>(t.ptrs[(long long)operand * t.n_tensors + tensor]);
+}
+
+}  // namespace dgs

@@ -1,0 +1,26 @@
+//! The CUDA backend (feature `cuda-kernels`): our hand-written kernels (`kernels/*.cu`, compiled
+//! by build.rs into fatbins embedded here), launched through cudarc on a caller-given stream.
+//!
+//! - [`CudaSurgery`]: the device handle; [`CudaSurgery::dgs_rows`] and
+//!   [`CudaSurgery::project_rows_multi`] for feature-space surgery;
+//! - [`TensorLists`] / [`OutputList`]: gradient lists as device tables, for
+//!   [`CudaSurgery::gram`], [`CudaSurgery::combine`] and [`CudaSurgery::pcgrad`];
+//! - [`CudaBackend`]: the same ops on host slices (copy in, run, copy out), the form the shared
+//!   test bodies and `dgs self-check --device cuda` use.
+//!
+//! No op synchronises the host; arguments are checked before any launch with the same errors as
+//! the CPU backend; every launch error is returned. Without a driver or device,
+//! [`CudaSurgery::new`] returns [`CudaSurgeryError::NoCudaDevice`].
+
+mod device;
+mod error;
+mod host;
+mod lists;
+mod rows;
+
+pub use cudarc;
+pub use device::{CudaSurgery, DeviceElement};
+pub use error::{CudaResult, CudaSurgeryError};
+pub use host::CudaBackend;
+pub use lists::{OutputList, PcGradScratch, TensorLists};
+pub use rows::{DeviceRowProjection, DeviceRowStats};
