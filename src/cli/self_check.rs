@@ -9,10 +9,20 @@ use dgs::surgery::compare::Report;
 use dgs::surgery::verify::{
     Magnitude, check_combine, check_dgs_rows, check_gram, check_pcgrad, check_project_rows_multi,
 };
-use dgs::surgery::{CpuBackend, DType, Element, Reduction, SurgeryError, Transform};
+use dgs::surgery::{CpuBackend, DType, Element, HostBackend, Reduction, SurgeryError, Transform};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    Cpu,
+    /// The CUDA kernels on device 0 (needs a build with `--features cuda-kernels`).
+    Cuda,
+}
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
+    /// Backend to check against the float64 reference.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
     /// Storage types to check (comma separated): f32, f16, bf16.
     #[arg(long, value_delimiter = ',', default_values = ["f32", "f16", "bf16"])]
     pub dtype: Vec<DType>,
@@ -45,18 +55,46 @@ struct Row {
 
 /// Returns whether every comparison passed.
 pub fn run(args: &Args) -> Result<bool, SurgeryError> {
+    match args.device {
+        Device::Cpu => run_on(&CpuBackend, args),
+        Device::Cuda => run_cuda(args),
+    }
+}
+
+#[cfg(feature = "cuda-kernels")]
+fn run_cuda(args: &Args) -> Result<bool, SurgeryError> {
+    let backend = dgs::surgery::cuda::CudaBackend::new(0).map_err(|e| SurgeryError::Backend {
+        backend: "cuda",
+        message: e.to_string(),
+    })?;
+    println!("device: {}", backend.surgery().device_name());
+    run_on(&backend, args)
+}
+
+#[cfg(not(feature = "cuda-kernels"))]
+fn run_cuda(_: &Args) -> Result<bool, SurgeryError> {
+    Err(SurgeryError::Backend {
+        backend: "cuda",
+        message: "this dgs was built without CUDA support; rebuild with `--features cuda-kernels` \
+                  (see docs/gpu.md)"
+            .into(),
+    })
+}
+
+fn run_on<B: HostBackend>(b: &B, args: &Args) -> Result<bool, SurgeryError> {
     let start = Instant::now();
     let mut rows = Vec::new();
     for &dtype in &args.dtype {
-        dispatch_dtype!(dtype, T => check_dtype::<T>(args, &mut rows)?);
+        dispatch_dtype!(dtype, T => check_dtype::<T, B>(b, args, &mut rows)?);
     }
     print_table(&rows);
     let failed = rows.iter().filter(|r| !r.report.passed()).count();
     println!(
-        "\n{} passed, {} failed ({:.1} s; backend: cpu, {} threads)",
+        "\n{} passed, {} failed ({:.1} s; backend: {}, {} CPU threads)",
         rows.len() - failed,
         failed,
         start.elapsed().as_secs_f64(),
+        b.name(),
         rayon::current_num_threads()
     );
     for r in rows.iter().filter(|r| !r.report.passed()) {
@@ -71,8 +109,11 @@ fn timed<R>(f: impl FnOnce() -> Result<R, SurgeryError>) -> Result<(R, f64), Sur
     Ok((r, t.elapsed().as_secs_f64() * 1e3))
 }
 
-fn check_dtype<T: Element>(args: &Args, out: &mut Vec<Row>) -> Result<(), SurgeryError> {
-    let b = CpuBackend;
+fn check_dtype<T: Element, B: HostBackend>(
+    b: &B,
+    args: &Args,
+    out: &mut Vec<Row>,
+) -> Result<(), SurgeryError> {
     let k = usize::from(args.k);
     let mut seed = args.seed;
     let mut next_seed = || {
@@ -93,7 +134,7 @@ fn check_dtype<T: Element>(args: &Args, out: &mut Vec<Row>) -> Result<(), Surger
             for help in [false, true] {
                 let s = next_seed();
                 let (r, ms) = timed(|| {
-                    check_dgs_rows::<T, _>(&b, rows, dim, help, Magnitude::Normal(1.0), s)
+                    check_dgs_rows::<T, _>(b, rows, dim, help, Magnitude::Normal(1.0), s)
                 })?;
                 let op = if help { "dgs_rows+help" } else { "dgs_rows" };
                 push(op, format!("{rows}x{dim}"), (r.out, ms));
@@ -101,7 +142,7 @@ fn check_dtype<T: Element>(args: &Args, out: &mut Vec<Row>) -> Result<(), Surger
             }
             let s = next_seed();
             let ((r, _), ms) = timed(|| {
-                check_project_rows_multi::<T, _>(&b, rows, dim, k, Transform::Identity, s)
+                check_project_rows_multi::<T, _>(b, rows, dim, k, Transform::Identity, s)
             })?;
             push("project_rows_multi", format!("{rows}x{dim} K={k}"), (r, ms));
         }
@@ -121,19 +162,19 @@ fn check_dtype<T: Element>(args: &Args, out: &mut Vec<Row>) -> Result<(), Surger
     push(
         "gram",
         format!("K={k}, {shape}"),
-        timed(|| check_gram::<T, _>(&b, &lens, k, &transforms, s))?,
+        timed(|| check_gram::<T, _>(b, &lens, k, &transforms, s))?,
     );
     let s = next_seed();
     push(
         "combine",
         format!("K={k}, {shape}"),
-        timed(|| check_combine::<T, _>(&b, &lens, k, true, s))?,
+        timed(|| check_combine::<T, _>(b, &lens, k, true, s))?,
     );
     let s = next_seed();
     push(
         "pcgrad",
         format!("{k} tasks, {shape}"),
-        timed(|| check_pcgrad::<T, _>(&b, &lens, k, Reduction::Mean, s))?,
+        timed(|| check_pcgrad::<T, _>(b, &lens, k, Reduction::Mean, s))?,
     );
     Ok(())
 }

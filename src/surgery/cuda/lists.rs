@@ -18,7 +18,12 @@ use crate::surgery::solve::Reduction;
 use crate::surgery::transform::Transform;
 
 /// The device buffers a [`ListTableArg`] points into: addresses, lengths, item map.
-type TableBuffers = (CudaSlice<u64>, CudaSlice<i64>, CudaSlice<i32>, CudaSlice<i64>);
+type TableBuffers = (
+    CudaSlice<u64>,
+    CudaSlice<i64>,
+    CudaSlice<i32>,
+    CudaSlice<i64>,
+);
 
 /// `ListTable` of kernels/tensor_list.cuh, passed by value.
 #[repr(C)]

@@ -12,6 +12,7 @@
 //! the CPU backend; every launch error is returned. Without a driver or device,
 //! [`CudaSurgery::new`] returns [`CudaSurgeryError::NoCudaDevice`].
 
+pub mod baseline;
 mod device;
 mod error;
 mod host;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build everything the GPU machine runs, here (no GPU needed), into the git-ignored .carry/:
+# the GPU test binaries (built with DGS_GPU_TESTS=1, so their CUDA cases run instead of being
+# ignored), the CUDA benchmark and the dgs binary (stripped release builds, packed in
+# bundle.tar.xz), and the scripts.
+#
+#   scripts/build-gpu-bundle.sh          then run scripts/gpu-check.sh there (docs/gpu.md)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CUDA_PREFIX=${DGS_CUDA_PREFIX:-$PWD/.cuda}
+[ -f "$CUDA_PREFIX/env.sh" ] || bash scripts/install-cuda-toolchain.sh "$CUDA_PREFIX"
+# shellcheck disable=SC1091
+source "$CUDA_PREFIX/env.sh"
+
+export DGS_GPU_TESTS=1
+export CARGO_PROFILE_RELEASE_STRIP=true
+TARGET=${CARGO_TARGET_DIR:-target}/gpu-bundle
+rm -rf .carry && mkdir -p .carry/bin .carry/tests
+
+json=$(CARGO_TARGET_DIR=$TARGET cargo test --release --features cuda-kernels --no-run --message-format=json 2>/dev/null)
+echo "$json" | python3 -c '
+import json, sys, shutil, os
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        name = m["target"]["name"]
+        kind = m["target"]["kind"][0]
+        dst = os.path.join(".carry/tests", name if kind == "test" else name + "-" + kind)
+        shutil.copy(m["executable"], dst)
+        print("test binary:", dst)
+'
+CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bench surgery_cuda --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "surgery_cuda":
+        shutil.copy(m["executable"], ".carry/bin/surgery_cuda")
+        print("bench binary: .carry/bin/surgery_cuda")
+'
+CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bin dgs
+cp "$TARGET/release/dgs" .carry/bin/dgs
+# The binaries share the embedded fatbins: one xz archive is ~10× smaller than the files.
+tar -C .carry -cf - tests bin | xz -T0 -6 > .carry/bundle.tar.xz
+rm -rf .carry/tests .carry/bin
+cp scripts/gpu-check.sh scripts/torch_reference.py scripts/bench-summary.py .carry/
+du -sh .carry .carry/*
