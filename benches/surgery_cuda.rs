@@ -156,6 +156,35 @@ fn lists<T: Element>(gpu: &Gpu, k: usize, total: usize) -> Lists<T> {
     }
 }
 
+/// Flatten every list (one copy per tensor), then one two-launch dot product per pair.
+fn unfused_gram<T: Element>(
+    gpu: &Gpu,
+    tensors: &[Vec<CudaSlice<T>>],
+    flats: &mut [CudaSlice<T>],
+    gram: &mut CudaSlice<f32>,
+    partials: &mut CudaSlice<f32>,
+) {
+    let s = &gpu.stream;
+    let k = tensors.len();
+    for (list, flat) in tensors.iter().zip(flats.iter_mut()) {
+        flatten_into(s, &views(list), flat).expect("flatten");
+    }
+    for i in 0..k {
+        for j in i..k {
+            let mut out = gram.slice_mut(i * k + j..i * k + j + 1);
+            gpu.base
+                .dot(
+                    s,
+                    &flats[i].slice(..),
+                    &flats[j].slice(..),
+                    partials,
+                    &mut out,
+                )
+                .expect("dot");
+        }
+    }
+}
+
 fn views<T>(l: &[CudaSlice<T>]) -> Vec<CudaView<'_, T>> {
     l.iter().map(|t| t.slice(..)).collect()
 }
@@ -183,23 +212,7 @@ fn multi_tensor_bench<T: Element>(c: &mut Criterion, gpu: &Gpu, k: usize, totals
         });
         g.bench_function("unfused", |b| {
             timed(b, s, || {
-                for (list, flat) in l.tensors.iter().zip(l.flat.iter_mut()) {
-                    flatten_into(s, &views(list), flat).expect("flatten");
-                }
-                for i in 0..k {
-                    for j in i..k {
-                        let mut out = gram.slice_mut(i * k + j..i * k + j + 1);
-                        gpu.base
-                            .dot(
-                                s,
-                                &l.flat[i].slice(..),
-                                &l.flat[j].slice(..),
-                                &mut partials,
-                                &mut out,
-                            )
-                            .expect("dot");
-                    }
-                }
+                unfused_gram(gpu, &l.tensors, &mut l.flat, &mut gram, &mut partials);
             })
         });
         let (src, mut dst) = copy_of(gpu, gram_bytes);
@@ -294,23 +307,7 @@ fn pcgrad_bench<T: Element>(c: &mut Criterion, gpu: &Gpu, total: usize) {
     let mut out_flat = s.alloc_zeros::<T>(l.n).expect("alloc");
     g.bench_function("unfused", |b| {
         timed(b, s, || {
-            for (list, flat) in l.tensors.iter().zip(l.flat.iter_mut()) {
-                flatten_into(s, &views(list), flat).expect("flatten");
-            }
-            for i in 0..k {
-                for j in i..k {
-                    let mut o = gram_d.slice_mut(i * k + j..i * k + j + 1);
-                    gpu.base
-                        .dot(
-                            s,
-                            &l.flat[i].slice(..),
-                            &l.flat[j].slice(..),
-                            &mut partials,
-                            &mut o,
-                        )
-                        .expect("dot");
-                }
-            }
+            unfused_gram(gpu, &l.tensors, &mut l.flat, &mut gram_d, &mut partials);
             let mut g = s.clone_dtoh(&gram_d).expect("read back");
             for i in 0..k {
                 for j in 0..i {

@@ -5,6 +5,29 @@
 
 using namespace dgs;
 
+// x' and relu(h) for the N elements of one 16-byte vector at `i`.
+template <typename T>
+__device__ __forceinline__ void load_pair(const T* xr, const T* hr, const T* ar, int i, float c,
+                                          float (&xx)[Vec<T>::N], float (&hh)[Vec<T>::N]) {
+    constexpr int N = Vec<T>::N;
+    float av[N];
+    load_vec(xr + i, xx);
+    load_vec(hr + i, hh);
+    if (ar) load_vec(ar + i, av);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+        hh[j] = relu(hh[j]);
+        if (ar) xx[j] += c * negative_part(av[j]);
+    }
+}
+
+// The same for one element.
+template <typename T>
+__device__ __forceinline__ void load_one(const T* xr, const T* hr, const T* ar, int i, float c, float& xx, float& hh) {
+    hh = relu(to_float(hr[i]));
+    xx = ar ? to_float(xr[i]) + c * negative_part(to_float(ar[i])) : to_float(xr[i]);
+}
+
 // x' = x + c * min(a, 0);  out = x' - (x'·ĥ) ĥ,  ĥ = relu(h) / (‖relu(h)‖ + eps).
 // A row with relu(h) = 0 comes back as x' exactly (unchanged without a help term), whatever eps.
 // Optional per-row statistics: coef = x'·ĥ, norm = ‖relu(h)‖ (null pointers skip them).
@@ -22,22 +45,18 @@ __device__ void dgs_rows_impl(T* __restrict__ x, const T* __restrict__ h, const 
         float acc[2] = {0.f, 0.f};  // x'·relu(h), relu(h)²
         if (vec) {
             for (int i = threadIdx.x * N; i < dim; i += blockDim.x * N) {
-                float xv[N], hv[N], av[N];
-                load_vec(xr + i, xv);
-                load_vec(hr + i, hv);
-                if (has_help) load_vec(ar + i, av);
+                float xx[N], hh[N];
+                load_pair(xr, hr, ar, i, c, xx, hh);
 #pragma unroll
                 for (int j = 0; j < N; ++j) {
-                    const float hh = relu(hv[j]);
-                    const float xx = has_help ? xv[j] + c * negative_part(av[j]) : xv[j];
-                    acc[0] += xx * hh;
-                    acc[1] += hh * hh;
+                    acc[0] += xx[j] * hh[j];
+                    acc[1] += hh[j] * hh[j];
                 }
             }
         } else {
             for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-                const float hh = relu(to_float(hr[i]));
-                const float xx = has_help ? to_float(xr[i]) + c * negative_part(to_float(ar[i])) : to_float(xr[i]);
+                float xx, hh;
+                load_one(xr, hr, ar, i, c, xx, hh);
                 acc[0] += xx * hh;
                 acc[1] += hh * hh;
             }
@@ -57,21 +76,17 @@ __device__ void dgs_rows_impl(T* __restrict__ x, const T* __restrict__ h, const 
         if (norm == 0.f && !has_help) continue;  // nothing to write
         if (vec) {
             for (int i = threadIdx.x * N; i < dim; i += blockDim.x * N) {
-                float xv[N], hv[N], av[N];
-                load_vec(xr + i, xv);
-                load_vec(hr + i, hv);
-                if (has_help) load_vec(ar + i, av);
+                float xx[N], hh[N];
+                load_pair(xr, hr, ar, i, c, xx, hh);
 #pragma unroll
-                for (int j = 0; j < N; ++j) {
-                    const float xx = has_help ? xv[j] + c * negative_part(av[j]) : xv[j];
-                    xv[j] = xx - scale * relu(hv[j]);
-                }
-                store_vec(xr + i, xv);
+                for (int j = 0; j < N; ++j) xx[j] -= scale * hh[j];
+                store_vec(xr + i, xx);
             }
         } else {
             for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-                const float xx = has_help ? to_float(xr[i]) + c * negative_part(to_float(ar[i])) : to_float(xr[i]);
-                xr[i] = from_float<T>(xx - scale * relu(to_float(hr[i])));
+                float xx, hh;
+                load_one(xr, hr, ar, i, c, xx, hh);
+                xr[i] = from_float<T>(xx - scale * hh);
             }
         }
     }

@@ -79,8 +79,33 @@ fn upload_list<T: DeviceElement>(
     Ok((upload(stream, &list.concat())?, ranges))
 }
 
-fn views<'a, T>(buf: &'a CudaSlice<T>, ranges: &[Range<usize>]) -> Vec<CudaView<'a, T>> {
-    ranges.iter().map(|r| buf.slice(r.clone())).collect()
+type Uploaded<T> = Vec<(CudaSlice<T>, Vec<Range<usize>>)>;
+
+/// Every operand's tensor list on the device, one buffer per operand.
+fn upload_operands<T: DeviceElement>(
+    stream: &Arc<CudaStream>,
+    operands: &[Operand<'_, T>],
+) -> CudaResult<Uploaded<T>> {
+    operands
+        .iter()
+        .map(|o| upload_list(stream, o.tensors))
+        .collect()
+}
+
+/// Per operand, a view of each tensor in its buffer.
+fn operand_views<T>(bufs: &Uploaded<T>) -> Vec<Vec<CudaView<'_, T>>> {
+    bufs.iter()
+        .map(|(buf, ranges)| ranges.iter().map(|r| buf.slice(r.clone())).collect())
+        .collect()
+}
+
+fn table_of<'a, T: DeviceElement>(
+    surgery: &CudaSurgery,
+    stream: &Arc<CudaStream>,
+    lists: &[Vec<CudaView<'a, T>>],
+) -> CudaResult<TensorLists<'a, T>> {
+    let refs: Vec<&[CudaView<'a, T>]> = lists.iter().map(Vec::as_slice).collect();
+    TensorLists::new(surgery, stream, &refs)
 }
 
 fn download<T: DeviceRepr>(
@@ -178,13 +203,9 @@ impl CudaBackend {
     fn run_gram<T: DeviceElement>(&self, operands: &[Operand<'_, T>]) -> CudaResult<Gram> {
         let s = &self.stream;
         let k = operands.len();
-        let bufs: Vec<(CudaSlice<T>, Vec<Range<usize>>)> = operands
-            .iter()
-            .map(|o| upload_list(s, o.tensors))
-            .collect::<CudaResult<_>>()?;
-        let lists: Vec<Vec<CudaView<'_, T>>> = bufs.iter().map(|(b, r)| views(b, r)).collect();
-        let list_refs: Vec<&[CudaView<'_, T>]> = lists.iter().map(Vec::as_slice).collect();
-        let table = TensorLists::new(&self.surgery, s, &list_refs)?;
+        let bufs = upload_operands(s, operands)?;
+        let lists = operand_views(&bufs);
+        let table = table_of(&self.surgery, s, &lists)?;
         let transforms: Vec<Transform> = operands.iter().map(|o| o.transform).collect();
         let mut gd = s.alloc_zeros::<f32>((k * k).max(1)).map_err(driver(OP))?;
         self.surgery
@@ -203,12 +224,8 @@ impl CudaBackend {
         weights: &[f32],
     ) -> CudaResult<()> {
         let s = &self.stream;
-        let bufs: Vec<(CudaSlice<T>, Vec<Range<usize>>)> = operands
-            .iter()
-            .map(|o| upload_list(s, o.tensors))
-            .collect::<CudaResult<_>>()?;
-        let lists: Vec<Vec<CudaView<'_, T>>> = bufs.iter().map(|(b, r)| views(b, r)).collect();
-        let list_refs: Vec<&[CudaView<'_, T>]> = lists.iter().map(Vec::as_slice).collect();
+        let bufs = upload_operands(s, operands)?;
+        let lists = operand_views(&bufs);
         // One buffer per output tensor: each gets its own mutable view.
         let mut out_bufs: Vec<CudaSlice<T>> = out
             .iter()
@@ -218,7 +235,7 @@ impl CudaBackend {
         let mut w = weights.to_vec();
         w.extend(out_term.map(|(wo, _)| wo));
         let wd = upload(s, &w)?;
-        let table = TensorLists::new(&self.surgery, s, &list_refs)?;
+        let table = table_of(&self.surgery, s, &lists)?;
         {
             let mut out_views: Vec<_> = out_bufs
                 .iter_mut()
