@@ -7,10 +7,11 @@
 
 using namespace dgs;
 
+// `out` supplies the tensors written and the work map; `in` the k operands' tensors, which have
+// the same lengths (checked on the host; with k = 0 `in` is never read).
 template <typename T>
-__device__ void combine_impl(ListTable table, const unsigned long long* __restrict__ out_ptrs,
-                             int k, unsigned transforms, int out_transform,
-                             const float* __restrict__ weights) {
+__device__ void combine_impl(ListTable out, ListTable in, int k, unsigned transforms,
+                             int out_transform, const float* __restrict__ weights) {
     constexpr int N = Vec<T>::N;
     const bool has_out = out_transform >= 0;
     float w[8];
@@ -21,17 +22,17 @@ __device__ void combine_impl(ListTable table, const unsigned long long* __restri
         tr[j] = transform_of(transforms, j);
     }
     const float w_out = has_out ? weights[k] : 0.f;
-    for (int item = blockIdx.x; item < table.n_items; item += gridDim.x) {
-        const int t = table.item_tensor[item];
-        const long long start = table.item_start[item];
-        const long long rest = table.lens[t] - start;
+    for (int item = blockIdx.x; item < out.n_items; item += gridDim.x) {
+        const int t = out.item_tensor[item];
+        const long long start = out.item_start[item];
+        const long long rest = out.lens[t] - start;
         const int len = (int)(rest < kChunk ? rest : kChunk);
-        T* o = reinterpret_cast<T*>(out_ptrs[t]) + start;
+        T* o = tensor_ptr<T>(out, 0, t) + start;
         const T* v[8];
         bool vec = aligned16(o);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            v[j] = j < k ? tensor_ptr<const T>(table, j, t) + start : nullptr;
+            v[j] = j < k ? tensor_ptr<const T>(in, j, t) + start : nullptr;
             if (j < k) vec = vec && aligned16(v[j]);
         }
         const int vec_len = vec ? len / N * N : 0;
@@ -66,10 +67,9 @@ __device__ void combine_impl(ListTable table, const unsigned long long* __restri
     }
 }
 
-#define STAMP_COMBINE(T, S)                                                                       \
-    extern "C" __global__ void combine_##S(ListTable table, const unsigned long long* out_ptrs,   \
-                                           int k, unsigned transforms, int out_transform,         \
-                                           const float* weights) {                                \
-        combine_impl<T>(table, out_ptrs, k, transforms, out_transform, weights);                  \
+#define STAMP_COMBINE(T, S)                                                                      \
+    extern "C" __global__ void combine_##S(ListTable out, ListTable in, int k, unsigned transforms, \
+                                           int out_transform, const float* weights) {           \
+        combine_impl<T>(out, in, k, transforms, out_transform, weights);                         \
     }
 DGS_STAMP_DTYPES(STAMP_COMBINE)

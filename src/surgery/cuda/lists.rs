@@ -177,9 +177,12 @@ impl<'a, T: DeviceElement> TensorLists<'a, T> {
 }
 
 /// The output of a combine: one list of device tensors, mutably borrowed for the table's life.
+/// Its table also carries the work map, so a combine of zero operands still writes every tensor.
 pub struct OutputList<'a, T> {
     lens: Vec<usize>,
-    ptrs: CudaSlice<u64>,
+    table: ListTableArg,
+    n_items: usize,
+    _tables: TableBuffers,
     _tensors: PhantomData<&'a mut T>,
 }
 
@@ -192,17 +195,16 @@ impl<'a, T: DeviceElement> OutputList<'a, T> {
         const OP: &str = "cuda OutputList::new";
         surgery.check_stream(OP, stream)?;
         let lens: Vec<usize> = tensors.iter().map(|t| t.len()).collect();
-        let mut addresses: Vec<u64> = tensors
+        let addresses: Vec<u64> = tensors
             .iter_mut()
             .map(|t| t.device_ptr_mut(stream).0)
             .collect();
-        if addresses.is_empty() {
-            addresses.push(0);
-        }
-        let ptrs = stream.clone_htod(&addresses).map_err(driver(OP))?;
+        let (table, tables, n_items) = upload_table(OP, stream, &addresses, &lens)?;
         Ok(Self {
             lens,
-            ptrs,
+            table,
+            n_items,
+            _tables: tables,
             _tensors: PhantomData,
         })
     }
@@ -322,13 +324,15 @@ impl CudaSurgery {
         self.check_stream(OP, stream)?;
         let k = lists.k;
         let packed = pack_transforms(OP, transforms, k)?;
-        check_same_shape(
-            OP,
-            [
-                ("out".to_string(), out.lens.clone()),
-                ("operands".to_string(), lists.lens.clone()),
-            ],
-        )?;
+        if k > 0 {
+            check_same_shape(
+                OP,
+                [
+                    ("out".to_string(), out.lens.clone()),
+                    ("operands".to_string(), lists.lens.clone()),
+                ],
+            )?;
+        }
         let need = k + usize::from(out_term.is_some());
         if weights.len() != need {
             return Err(crate::surgery::SurgeryError::LengthMismatch {
@@ -340,25 +344,24 @@ impl CudaSurgery {
             }
             .into());
         }
-        if lists.n_items == 0 {
+        if out.n_items == 0 {
             return Ok(());
         }
-        let (out_ptrs, _o_sync) = out.ptrs.device_ptr(stream);
         let (w, _w_sync) = weights.device_ptr(stream);
         let (k_i, out_code) = (k as i32, out_term.map_or(-1, transform_code));
         let f = &self.k.combine[dtype_index(T::DTYPE)];
         let mut launch = stream.launch_builder(f);
         launch
+            .arg(&out.table)
             .arg(&lists.table)
-            .arg(&out_ptrs)
             .arg(&k_i)
             .arg(&packed)
             .arg(&out_code)
             .arg(&w);
         // SAFETY: matches `combine_<dtype>` (kernels/combine.cu); out and every operand list have
-        // the same tensor lengths (checked), the weights hold K (+1) floats (checked), and the
-        // tables keep their tensors borrowed (out mutably).
-        unsafe { launch.launch(items_config(lists.n_items)) }.map_err(driver(OP))?;
+        // the same tensor lengths (checked; with K = 0 no operand is read), the weights hold
+        // K (+1) floats (checked), and the tables keep their tensors borrowed (out mutably).
+        unsafe { launch.launch(items_config(out.n_items)) }.map_err(driver(OP))?;
         Ok(())
     }
 
