@@ -17,6 +17,7 @@
 //! # Ok::<(), dgs::surgery::SurgeryError>(())
 //! ```
 
+pub mod ops;
 pub mod surgery;
 
 /// Re-exported so [`dispatch_dtype!`] and users name the same `f16`/`bf16`.

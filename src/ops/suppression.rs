@@ -1,0 +1,187 @@
+//! The surgery as candle custom ops.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use crate::surgery::{Element, RowProjection, RowStatsMut, cpu};
+
+/// `g ↦ g − (g·ĥ) ĥ` row by row (rows = all leading dimensions, the last one is the row), with
+/// `ĥ` from the second argument. Linear and symmetric in `g`, so its backward is itself.
+#[derive(Clone, Copy, Debug)]
+pub struct ProjectOffHarm {
+    pub eps: f32,
+}
+
+/// The identity whose backward applies [`ProjectOffHarm`] to the incoming gradient.
+#[derive(Clone, Copy, Debug)]
+struct Suppress {
+    eps: f32,
+}
+
+/// Where the rows of a (gradient, harm) pair lie in their storages.
+pub(super) struct Rows {
+    pub rows: usize,
+    pub dim: usize,
+    /// `start..end` of each argument in its storage.
+    pub grad: (usize, usize),
+    pub harm: (usize, usize),
+}
+
+/// Both arguments contiguous, same shape, at least one dimension.
+fn rows_of(op: &str, l1: &Layout, l2: &Layout) -> Result<Rows> {
+    if l1.shape() != l2.shape() {
+        candle_core::bail!(
+            "{op}: the gradient has shape {:?} but harm has {:?}; they must match",
+            l1.shape(),
+            l2.shape()
+        );
+    }
+    let dims = l1.shape().dims();
+    let Some(&dim) = dims.last() else {
+        candle_core::bail!("{op}: expected at least one dimension (rows × features), got a scalar");
+    };
+    let rows = dims[..dims.len() - 1].iter().product();
+    let contiguous = |l: &Layout, which: &str| {
+        l.contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{op}: `{which}` must be contiguous")))
+    };
+    Ok(Rows {
+        rows,
+        dim,
+        grad: contiguous(l1, "grad")?,
+        harm: contiguous(l2, "harm")?,
+    })
+}
+
+fn project<T: Element>(g: &[T], h: &[T], rows: usize, dim: usize, eps: f32) -> Result<Vec<T>> {
+    let mut out = g.to_vec();
+    let p = RowProjection::new(rows, dim, h).with_eps(eps);
+    cpu::dgs_rows(&mut out, &p, RowStatsMut::default()).map_err(candle_core::Error::wrap)?;
+    Ok(out)
+}
+
+fn unsupported(op: &str, s1: &CpuStorage, s2: &CpuStorage) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "{op}: expected f32, f16 or bf16 tensors of one dtype, got {:?} and {:?}",
+        s1.dtype(),
+        s2.dtype()
+    ))
+}
+
+impl CustomOp2 for ProjectOffHarm {
+    fn name(&self) -> &'static str {
+        "dgs-project-off-harm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let Rows {
+            rows,
+            dim,
+            grad: (a1, b1),
+            harm: (a2, b2),
+        } = rows_of(self.name(), l1, l2)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(g), CpuStorage::F32(h)) => {
+                CpuStorage::F32(project(&g[a1..b1], &h[a2..b2], rows, dim, self.eps)?)
+            }
+            (CpuStorage::F16(g), CpuStorage::F16(h)) => {
+                CpuStorage::F16(project(&g[a1..b1], &h[a2..b2], rows, dim, self.eps)?)
+            }
+            (CpuStorage::BF16(g), CpuStorage::BF16(h)) => {
+                CpuStorage::BF16(project(&g[a1..b1], &h[a2..b2], rows, dim, self.eps)?)
+            }
+            _ => return Err(unsupported(self.name(), s1, s2)),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let r = rows_of(self.name(), l1, l2)?;
+        let out = super::suppression_cuda::project(s1, s2, &r, self.eps)?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _g: &Tensor,
+        harm: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // P = I − ĥĥᵀ is symmetric, so the vector-Jacobian product is P applied to the gradient.
+        Ok((Some(grad_res.apply_op2_no_bwd(harm, self)?), None))
+    }
+}
+
+impl CustomOp2 for Suppress {
+    fn name(&self) -> &'static str {
+        "dgs-orthogonal-suppression"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = rows_of(self.name(), l1, l2)?.grad;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(_)) => CpuStorage::F32(x[a..b].to_vec()),
+            (CpuStorage::F16(x), CpuStorage::F16(_)) => CpuStorage::F16(x[a..b].to_vec()),
+            (CpuStorage::BF16(x), CpuStorage::BF16(_)) => CpuStorage::BF16(x[a..b].to_vec()),
+            _ => return Err(unsupported(self.name(), s1, s2)),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        _s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = super::suppression_cuda::copy(s1, rows_of(self.name(), l1, l2)?.grad)?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        harm: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let p = ProjectOffHarm { eps: self.eps };
+        Ok((Some(grad_res.apply_op2_no_bwd(harm, &p)?), None))
+    }
+}
+
+/// The official DGS hook as an op: returns `features` unchanged (a copy), and in the backward
+/// pass hands `features` the gradient with, row by row, its component along
+/// `ĥ = relu(harm)/(‖relu(harm)‖ + eps)` removed. `harm` (the text-branch gradient `g_text`,
+/// same shape) receives no gradient. Rows are all leading dimensions; both tensors must be
+/// contiguous f32, f16 or bf16 of one dtype.
+pub fn orthogonal_suppression(features: &Tensor, harm: &Tensor, eps: f32) -> Result<Tensor> {
+    features.apply_op2(&harm.detach(), Suppress { eps })
+}
+
+/// [`ProjectOffHarm`] applied to a tensor (differentiable: its backward is the same projection).
+pub fn project_off_harm(grad: &Tensor, harm: &Tensor, eps: f32) -> Result<Tensor> {
+    grad.apply_op2(&harm.detach(), ProjectOffHarm { eps })
+}
