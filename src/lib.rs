@@ -17,6 +17,7 @@
 //! # Ok::<(), dgs::surgery::SurgeryError>(())
 //! ```
 
+pub mod clip;
 pub mod ops;
 pub mod surgery;
 

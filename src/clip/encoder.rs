@@ -1,0 +1,147 @@
+//! The CLIP transformer layer (pre-norm, quick-GELU MLP), shared by both towers. The vision tower
+//! puts LoRA on q, k and v; the text tower has none.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::config::TowerConfig;
+use super::lora::{LoraConfig, LoraLinear, Mode};
+
+/// Frozen weights from `vb`; adapters (if any) from `lora`, under the same names.
+pub(crate) struct Builders<'a> {
+    pub vb: VarBuilder<'a>,
+    pub lora: Option<(&'a LoraConfig, VarBuilder<'a>)>,
+}
+
+impl<'a> Builders<'a> {
+    pub fn pp(&self, name: &str) -> Self {
+        Builders {
+            vb: self.vb.pp(name),
+            lora: self.lora.as_ref().map(|(c, v)| (*c, v.pp(name))),
+        }
+    }
+}
+
+fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
+}
+
+struct Attention {
+    q: LoraLinear,
+    k: LoraLinear,
+    v: LoraLinear,
+    out: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn new(cfg: &TowerConfig, b: &Builders<'_>) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let proj = |name: &str| -> Result<LoraLinear> {
+            let base = candle_nn::linear(h, h, b.vb.pp(name))?;
+            let lora = b.lora.as_ref().map(|(c, v)| (*c, v.pp(name)));
+            LoraLinear::new(base, lora)
+        };
+        Ok(Self {
+            q: proj("q_proj")?,
+            k: proj("k_proj")?,
+            v: proj("v_proj")?,
+            out: candle_nn::linear(h, h, b.vb.pp("out_proj"))?,
+            heads: cfg.num_attention_heads,
+            scale: ((h / cfg.num_attention_heads) as f64).powf(-0.5),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let hd = c / self.heads;
+        let split = |y: Tensor| -> Result<Tensor> {
+            y.reshape((b, t, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split((self.q.forward(x, mode)? * self.scale)?)?;
+        let k = split(self.k.forward(x, mode)?)?;
+        let v = split(self.v.forward(x, mode)?)?;
+        let mut w = q.matmul(&k.t()?)?;
+        if let Some(m) = mask {
+            w = w.broadcast_add(m)?;
+        }
+        let w = candle_nn::ops::softmax_last_dim(&w)?;
+        let y = w.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+        self.out.forward(&y)
+    }
+}
+
+struct Layer {
+    ln1: LayerNorm,
+    attn: Attention,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Layer {
+    fn new(cfg: &TowerConfig, b: &Builders<'_>) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            ln1: candle_nn::layer_norm(h, cfg.layer_norm_eps, b.vb.pp("layer_norm1"))?,
+            attn: Attention::new(cfg, &b.pp("self_attn"))?,
+            ln2: candle_nn::layer_norm(h, cfg.layer_norm_eps, b.vb.pp("layer_norm2"))?,
+            fc1: candle_nn::linear(h, i, b.vb.pp("mlp.fc1"))?,
+            fc2: candle_nn::linear(i, h, b.vb.pp("mlp.fc2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask, mode)?)?;
+        let m = self
+            .fc2
+            .forward(&quick_gelu(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
+        x + m
+    }
+}
+
+pub(crate) struct Encoder {
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    pub fn new(cfg: &TowerConfig, b: &Builders<'_>) -> Result<Self> {
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::new(cfg, &b.pp(&format!("layers.{i}"))))
+            .collect::<Result<_>>()?;
+        Ok(Self { layers })
+    }
+
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        self.layers
+            .iter()
+            .try_fold(x.clone(), |x, l| l.forward(&x, mask, mode))
+    }
+}
+
+/// `[t, t]` additive mask: 0 on and below the diagonal, −inf above (the text tower is causal).
+pub(crate) fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(v, (t, t), device)?.to_dtype(dtype)
+}
+
+/// Row `b` of `x` (`[B, T, C]`) at position `idx[b]`: `[B, C]`.
+pub(crate) fn gather_rows(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+    let rows = idx
+        .iter()
+        .enumerate()
+        .map(|(b, &i)| x.get(b)?.get(i))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::stack(&rows, 0)
+}

@@ -1,0 +1,96 @@
+//! LoRA on a frozen linear layer: `y = W x + b + (alpha / rank) · B A dropout(x)`.
+//! The scaling applies to the low-rank term only; dropout acts on the LoRA input only and only in
+//! training. `B` starts at zero, so a fresh adapter changes nothing.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Dropout, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f32,
+}
+
+impl Default for LoraConfig {
+    /// The paper's settings: rank 6, alpha 6, dropout 0.8.
+    fn default() -> Self {
+        Self {
+            rank: 6,
+            alpha: 6.0,
+            dropout: 0.8,
+        }
+    }
+}
+
+/// Whether a forward pass uses the adapters, and whether it is a training pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The frozen model (the teacher): adapters off.
+    Frozen,
+    /// The student in evaluation: adapters on, no dropout.
+    Student,
+    /// The student in training: adapters on, dropout on the adapter input.
+    StudentTrain,
+}
+
+/// A frozen linear layer with an optional trainable low-rank adapter.
+#[derive(Clone, Debug)]
+pub struct LoraLinear {
+    base: Linear,
+    adapter: Option<Adapter>,
+}
+
+#[derive(Clone, Debug)]
+struct Adapter {
+    a: Tensor,
+    b: Tensor,
+    scaling: f64,
+    dropout: Dropout,
+}
+
+impl LoraLinear {
+    /// `base` is the frozen layer; `lora` (a `VarBuilder` over trainable variables) creates
+    /// `lora_A` (rank × in, Kaiming-uniform like peft) and `lora_B` (out × rank, zeros).
+    pub fn new(base: Linear, cfg: Option<(&LoraConfig, VarBuilder<'_>)>) -> Result<Self> {
+        let adapter = match cfg {
+            None => None,
+            Some((cfg, vb)) => {
+                let (out_dim, in_dim) = base.weight().dims2()?;
+                let bound = 1.0 / (in_dim as f64).sqrt();
+                let a = vb.get_with_hints(
+                    (cfg.rank, in_dim),
+                    "lora_A",
+                    candle_nn::Init::Uniform {
+                        lo: -bound,
+                        up: bound,
+                    },
+                )?;
+                let b =
+                    vb.get_with_hints((out_dim, cfg.rank), "lora_B", candle_nn::Init::Const(0.0))?;
+                Some(Adapter {
+                    a,
+                    b,
+                    scaling: cfg.alpha / cfg.rank as f64,
+                    dropout: Dropout::new(cfg.dropout),
+                })
+            }
+        };
+        Ok(Self { base, adapter })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = self.base.forward(x)?;
+        match (&self.adapter, mode) {
+            (None, _) | (_, Mode::Frozen) => Ok(y),
+            (Some(ad), mode) => {
+                let xin = ad.dropout.forward(x, mode == Mode::StudentTrain)?;
+                let low = xin
+                    .broadcast_matmul(&ad.a.t()?)?
+                    .broadcast_matmul(&ad.b.t()?)?;
+                y + (low * ad.scaling)?
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! CLIP with LoRA: the adapters are invisible at init and only in student mode; the teacher never
+//! changes; a Hugging Face folder written here loads through the same path as a real one.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use dgs::clip::{Clip, ClipConfig, LoraConfig, Mode};
+
+fn tiny(lora: &LoraConfig) -> (Clip, VarMap, VarMap) {
+    let (base, adapters) = (VarMap::new(), VarMap::new());
+    let dev = Device::Cpu;
+    let vb = VarBuilder::from_varmap(&base, DType::F32, &dev);
+    let lb = VarBuilder::from_varmap(&adapters, DType::F32, &dev);
+    let model = Clip::new(ClipConfig::tiny(), vb, Some((lora, lb))).unwrap();
+    (model, base, adapters)
+}
+
+fn pixels(b: usize, seed: u64) -> Tensor {
+    let mut rng = dgs::surgery::rng::SplitMix64::new(seed);
+    let v: Vec<f32> = (0..b * 3 * 32 * 32).map(|_| rng.normal() as f32).collect();
+    Tensor::from_vec(v, (b, 3, 32, 32), &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn adapters_start_invisible_and_only_act_in_student_mode() {
+    let cfg = LoraConfig {
+        rank: 4,
+        alpha: 4.0,
+        dropout: 0.5,
+    };
+    let (model, _base, adapters) = tiny(&cfg);
+    let x = pixels(3, 1);
+    let teacher = model.image_features(&x, Mode::Frozen).unwrap();
+    assert_eq!(teacher.dims(), &[3, 16]);
+    let student = model.image_features(&x, Mode::Student).unwrap();
+    assert_eq!(
+        max_diff(&teacher, &student),
+        0.0,
+        "B = 0: LoRA must change nothing"
+    );
+    // Only q, k, v of each vision layer carry an adapter: 2 layers × 3 × (A, B).
+    let names: Vec<String> = adapters.data().lock().unwrap().keys().cloned().collect();
+    assert_eq!(names.len(), 12, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("vision_model.encoder.layers.") && n.contains("self_attn"))
+    );
+
+    for (name, var) in adapters.data().lock().unwrap().iter() {
+        if name.ends_with("lora_B") {
+            let t = Tensor::randn(0f32, 0.5, var.shape(), &Device::Cpu).unwrap();
+            var.set(&t).unwrap();
+        }
+    }
+    let student = model.image_features(&x, Mode::Student).unwrap();
+    assert!(
+        max_diff(&teacher, &student) > 1e-4,
+        "a non-zero B must change the student"
+    );
+    let again = model.image_features(&x, Mode::Frozen).unwrap();
+    assert_eq!(max_diff(&teacher, &again), 0.0, "the teacher never changes");
+    let train = model.image_features(&x, Mode::StudentTrain).unwrap();
+    assert!(
+        max_diff(&train, &student) > 0.0,
+        "dropout acts on the adapter input in training"
+    );
+}
+
+#[test]
+fn text_features_pool_at_the_end_token() {
+    let (model, _, _) = tiny(&LoraConfig::default());
+    let ids = Tensor::new(&[[5u32, 17, 999, 0, 0], [7, 8, 9, 10, 999]], &Device::Cpu).unwrap();
+    let f = model.text_features(&ids).unwrap();
+    assert_eq!(f.dims(), &[2, 16]);
+    // Tokens after the end token do not matter (the tower is causal and pools at the end token).
+    let ids2 = Tensor::new(&[[5u32, 17, 999, 3, 4], [7, 8, 9, 10, 999]], &Device::Cpu).unwrap();
+    assert!(max_diff(&f, &model.text_features(&ids2).unwrap()) < 1e-6);
+    let too_long = Tensor::zeros((1, 17), DType::U32, &Device::Cpu).unwrap();
+    let e = model.text_features(&too_long).err().unwrap().to_string();
+    assert!(e.contains("longer than"), "{e}");
+}
+
+#[test]
+fn a_hugging_face_folder_loads_through_the_same_path() {
+    let (model, base, _) = tiny(&LoraConfig::default());
+    let dir = std::env::temp_dir().join(format!("dgs-clip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    base.save(dir.join("model.safetensors")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&ClipConfig::tiny()).unwrap(),
+    )
+    .unwrap();
+    let loaded = Clip::load_hf(&dir, DType::F32, &Device::Cpu, None).unwrap();
+    let x = pixels(2, 2);
+    let a = model.image_features(&x, Mode::Frozen).unwrap();
+    let b = loaded.image_features(&x, Mode::Frozen).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.0);
+
+    // Broken folders: the error names the file (and the tensor).
+    std::fs::write(dir.join("config.json"), "{\"projection_dim\": 16}").unwrap();
+    let e = Clip::load_hf(&dir, DType::F32, &Device::Cpu, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("config.json") && e.contains("vision_config"),
+        "{e}"
+    );
+    let mut wrong = ClipConfig::tiny();
+    wrong.vision_config.tower.hidden_size = 48;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&wrong).unwrap(),
+    )
+    .unwrap();
+    let e = Clip::load_hf(&dir, DType::F32, &Device::Cpu, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let e = Clip::load_hf(&dir, DType::F32, &Device::Cpu, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not found"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn configs_are_checked() {
+    let mut c = ClipConfig::tiny();
+    c.vision_config.patch_size = 7;
+    assert!(c.validate().unwrap_err().contains("patch_size"));
+    let mut c = ClipConfig::tiny();
+    c.text_config.tower.num_attention_heads = 5;
+    assert!(c.validate().unwrap_err().contains("num_attention_heads"));
+    assert!(ClipConfig::vit_l14().validate().is_ok() && ClipConfig::vit_b32().validate().is_ok());
+    assert_eq!(ClipConfig::vit_l14().projection_dim, 768);
+}
+
+#[test]
+fn legacy_configs_pool_at_the_largest_id() {
+    let mut cfg = ClipConfig::tiny();
+    cfg.text_config.eos_token_id = 2;
+    let vm = VarMap::new();
+    let model = Clip::new(
+        cfg,
+        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        None,
+    )
+    .unwrap();
+    let a = Tensor::new(&[[5u32, 17, 998, 3, 4]], &Device::Cpu).unwrap();
+    let b = Tensor::new(&[[5u32, 17, 998, 9, 1]], &Device::Cpu).unwrap();
+    let c = Tensor::new(&[[5u32, 17, 990, 9, 1]], &Device::Cpu).unwrap();
+    let (fa, fb, fc) = (
+        model.text_features(&a).unwrap(),
+        model.text_features(&b).unwrap(),
+        model.text_features(&c).unwrap(),
+    );
+    assert!(
+        max_diff(&fa, &fb) < 1e-6,
+        "tokens after the largest id do not matter"
+    );
+    assert!(max_diff(&fa, &fc) > 1e-6);
+}
