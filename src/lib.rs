@@ -20,6 +20,7 @@
 pub mod clip;
 pub mod ops;
 pub mod surgery;
+pub mod train;
 
 /// Re-exported so [`dispatch_dtype!`] and users name the same `f16`/`bf16`.
 pub use half;

@@ -2,7 +2,7 @@
 //! puts LoRA on q, k and v; the text tower has none.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::config::TowerConfig;
 use super::lora::{LoraConfig, LoraLinear, Mode};
@@ -20,6 +20,44 @@ impl<'a> Builders<'a> {
             lora: self.lora.as_ref().map(|(c, v)| (*c, v.pp(name))),
         }
     }
+}
+
+/// Layer normalisation written with differentiable tensor ops. candle-nn's `LayerNorm` and
+/// `softmax_last_dim` take fused kernels that record no backward pass, which would silently stop
+/// every gradient below them; training needs these.
+#[derive(Clone, Debug)]
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(size: usize, eps: f64, vb: VarBuilder<'_>) -> Result<Self> {
+        // The hints only matter for fresh (random-init) models: loaded weights ignore them.
+        let weight = vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(size, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let mean = x.mean_keepdim(candle_core::D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let normed = centred
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// Softmax over the last dimension, differentiable (see [`LayerNorm`]).
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(x, candle_core::D::Minus1)
 }
 
 fn quick_gelu(x: &Tensor) -> Result<Tensor> {
@@ -68,7 +106,7 @@ impl Attention {
         if let Some(m) = mask {
             w = w.broadcast_add(m)?;
         }
-        let w = candle_nn::ops::softmax_last_dim(&w)?;
+        let w = softmax_last(&w)?;
         let y = w.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
         self.out.forward(&y)
     }
@@ -86,9 +124,9 @@ impl Layer {
     fn new(cfg: &TowerConfig, b: &Builders<'_>) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            ln1: candle_nn::layer_norm(h, cfg.layer_norm_eps, b.vb.pp("layer_norm1"))?,
+            ln1: LayerNorm::new(h, cfg.layer_norm_eps, b.vb.pp("layer_norm1"))?,
             attn: Attention::new(cfg, &b.pp("self_attn"))?,
-            ln2: candle_nn::layer_norm(h, cfg.layer_norm_eps, b.vb.pp("layer_norm2"))?,
+            ln2: LayerNorm::new(h, cfg.layer_norm_eps, b.vb.pp("layer_norm2"))?,
             fc1: candle_nn::linear(h, i, b.vb.pp("mlp.fc1"))?,
             fc2: candle_nn::linear(i, h, b.vb.pp("mlp.fc2"))?,
         })

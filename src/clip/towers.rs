@@ -1,10 +1,10 @@
 //! The vision tower (with LoRA) and the text tower (frozen), in the Hugging Face layout.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, Linear};
 
 use super::config::{TextConfig, VisionConfig};
-use super::encoder::{Builders, Encoder, causal_mask, gather_rows};
+use super::encoder::{Builders, Encoder, LayerNorm, causal_mask, gather_rows};
 use super::lora::Mode;
 
 pub(crate) struct VisionTower {
@@ -36,9 +36,9 @@ impl VisionTower {
             )?,
             class: emb.get(h, "class_embedding")?,
             positions: emb.get((grid * grid + 1, h), "position_embedding.weight")?,
-            pre_ln: candle_nn::layer_norm(h, cfg.tower.layer_norm_eps, b.vb.pp("pre_layrnorm"))?,
+            pre_ln: LayerNorm::new(h, cfg.tower.layer_norm_eps, b.vb.pp("pre_layrnorm"))?,
             encoder: Encoder::new(&cfg.tower, &b.pp("encoder"))?,
-            post_ln: candle_nn::layer_norm(h, cfg.tower.layer_norm_eps, b.vb.pp("post_layernorm"))?,
+            post_ln: LayerNorm::new(h, cfg.tower.layer_norm_eps, b.vb.pp("post_layernorm"))?,
         })
     }
 
@@ -82,11 +82,7 @@ impl TextTower {
                 "position_embedding.weight",
             )?,
             encoder: Encoder::new(&cfg.tower, &b.pp("encoder"))?,
-            final_ln: candle_nn::layer_norm(
-                h,
-                cfg.tower.layer_norm_eps,
-                b.vb.pp("final_layer_norm"),
-            )?,
+            final_ln: LayerNorm::new(h, cfg.tower.layer_norm_eps, b.vb.pp("final_layer_norm"))?,
             eos: cfg.eos_token_id,
         })
     }

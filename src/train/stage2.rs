@@ -1,0 +1,191 @@
+//! Stage 2 of DGS-Net (SPEC §1): the student's LoRA, `img_fc` and `text_fc` trained with
+//! `L = L_img + L_text + λ·L_help`, the gradient reaching the student features projected off
+//! `relu(g_text)` (Orthogonal Suppression) and pulled towards the teacher's helpful direction
+//! (Prior Alignment).
+
+use candle_core::{DType, Result, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+use super::heads::Head;
+use super::loss::{bce_logit_grad, bce_with_logits};
+use crate::clip::{Clip, Mode};
+use crate::ops::orthogonal_suppression;
+
+/// The method and its ablations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Help term and surgery (the paper's method).
+    Dgs,
+    /// Help term, no projection of the gradient.
+    NoSurgery,
+    /// Projection, no help term.
+    NoHelp,
+    /// Plain LoRA fine-tuning: `L_img` only.
+    PlainLora,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Stage2Config {
+    pub variant: Variant,
+    /// λ, the weight of `L_help` (0.2).
+    pub lambda: f64,
+    /// Added to `‖relu(g_text)‖` (1e-6).
+    pub eps: f32,
+    pub lr: f64,
+    pub beta1: f64,
+}
+
+impl Default for Stage2Config {
+    fn default() -> Self {
+        Self {
+            variant: Variant::Dgs,
+            lambda: 0.2,
+            eps: 1e-6,
+            lr: 1e-4,
+            beta1: 0.9,
+        }
+    }
+}
+
+/// One stage-2 batch: normalised pixels `[B, 3, H, W]`, caption token ids `[B, T]` (u32),
+/// labels `[B]` (0 real, 1 fake).
+pub struct Batch<'a> {
+    pub pixels: &'a Tensor,
+    pub captions: &'a Tensor,
+    pub labels: &'a Tensor,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepStats {
+    pub loss: f32,
+    pub l_img: f32,
+    pub l_text: f32,
+    pub l_help: f32,
+    /// Student accuracy on the batch at threshold 0.5 (before the update).
+    pub accuracy: f32,
+}
+
+/// The stage-2 losses for one batch; returns the total loss (to differentiate) and its parts.
+pub fn stage2_loss(
+    clip: &Clip,
+    teacher: &Head,
+    img_fc: &Head,
+    text_fc: &Head,
+    batch: &Batch<'_>,
+    cfg: &Stage2Config,
+) -> Result<(Tensor, StepStats)> {
+    let y = batch.labels.to_dtype(DType::F32)?;
+    let f = clip.image_features(batch.pixels, Mode::StudentTrain)?;
+    let img_logits_of = |f: &Tensor| img_fc.logits(f);
+    if cfg.variant == Variant::PlainLora {
+        let z = img_logits_of(&f)?;
+        let l_img = bce_with_logits(&z, &y)?;
+        let stats = StepStats {
+            loss: scalar(&l_img)?,
+            l_img: scalar(&l_img)?,
+            accuracy: accuracy(&z, &y)?,
+            ..StepStats::default()
+        };
+        return Ok((l_img, stats));
+    }
+    // Teacher and text features carry no gradient; their losses' gradients with respect to them
+    // are the closed forms of a linear head under BCE (what autograd.grad gives the official code).
+    let ft = clip.image_features(batch.pixels, Mode::Frozen)?.detach();
+    let fx = clip.text_features(batch.captions)?.detach();
+    let g_img = teacher
+        .input_grad(&bce_logit_grad(&teacher.logits(&ft)?, &y)?)?
+        .detach();
+    let z_text = text_fc.logits(&fx)?;
+    let g_text = text_fc
+        .input_grad(&bce_logit_grad(&z_text.detach(), &y)?)?
+        .detach();
+
+    let f = match cfg.variant {
+        Variant::Dgs | Variant::NoHelp => orthogonal_suppression(&f, &g_text, cfg.eps)?,
+        _ => f,
+    };
+    let z_img = img_logits_of(&f)?;
+    let l_img = bce_with_logits(&z_img, &y)?;
+    let l_text = bce_with_logits(&z_text, &y)?;
+    let mut loss = (&l_img + &l_text)?;
+    let mut l_help_value = 0.0;
+    if matches!(cfg.variant, Variant::Dgs | Variant::NoSurgery) {
+        let g_help = g_img.minimum(0f32)?;
+        let l_help = (&f * &g_help)?.sum(1)?.mean_all()?;
+        l_help_value = scalar(&l_help)?;
+        loss = (loss + (l_help * cfg.lambda)?)?;
+    }
+    let stats = StepStats {
+        loss: scalar(&loss)?,
+        l_img: scalar(&l_img)?,
+        l_text: scalar(&l_text)?,
+        l_help: l_help_value,
+        accuracy: accuracy(&z_img, &y)?,
+    };
+    Ok((loss, stats))
+}
+
+fn scalar(t: &Tensor) -> Result<f32> {
+    t.to_dtype(DType::F32)?.to_scalar::<f32>()
+}
+
+/// Share of `σ(z) > 0.5` (i.e. `z > 0`) that matches the labels.
+pub fn accuracy(z: &Tensor, y: &Tensor) -> Result<f32> {
+    let pred = z.gt(0f32)?.to_dtype(DType::F32)?;
+    scalar(&pred.eq(y)?.to_dtype(DType::F32)?.mean_all()?)
+}
+
+/// Adam (AdamW without decay) over the stage-2 trainables: LoRA, `img_fc`, `text_fc`.
+pub struct Stage2Trainer {
+    opt: AdamW,
+    pub cfg: Stage2Config,
+}
+
+impl Stage2Trainer {
+    pub fn new(trainables: Vec<Var>, cfg: Stage2Config) -> Result<Self> {
+        let params = ParamsAdamW {
+            lr: cfg.lr,
+            beta1: cfg.beta1,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        Ok(Self {
+            opt: AdamW::new(trainables, params)?,
+            cfg,
+        })
+    }
+
+    /// One optimisation step. A non-finite loss stops with an error before any update.
+    pub fn step(
+        &mut self,
+        clip: &Clip,
+        teacher: &Head,
+        img_fc: &Head,
+        text_fc: &Head,
+        batch: &Batch<'_>,
+    ) -> Result<StepStats> {
+        let (loss, stats) = stage2_loss(clip, teacher, img_fc, text_fc, batch, &self.cfg)?;
+        if !stats.loss.is_finite() {
+            candle_core::bail!(
+                "stage 2: the loss is {} (L_img {}, L_text {}, L_help {}); stopping before the update",
+                stats.loss,
+                stats.l_img,
+                stats.l_text,
+                stats.l_help
+            );
+        }
+        self.opt.backward_step(&loss)?;
+        Ok(stats)
+    }
+}
+
+/// Mean cosine similarity between student and teacher image features on `pixels` — how much of
+/// the pretrained representation the student kept.
+pub fn forgetting(clip: &Clip, pixels: &Tensor) -> Result<f32> {
+    let s = clip.image_features(pixels, Mode::Student)?;
+    let t = clip.image_features(pixels, Mode::Frozen)?;
+    let dot = (&s * &t)?.sum(1)?;
+    let norms = (s.sqr()?.sum(1)?.sqrt()? * t.sqr()?.sum(1)?.sqrt()?)?;
+    scalar(&(dot / (norms + 1e-12)?)?.mean_all()?)
+}
