@@ -4,7 +4,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use dgs::clip::{Clip, ClipConfig, LoraConfig};
 use dgs::train::{
-    Batch, Head, Stage2Config, Stage2Trainer, Variant, bce_logit_grad, bce_with_logits, forgetting,
+    Batch, Head, Stage2Config, Stage2Trainer, Variant, bce_logit_grad, bce_with_logits, checkpoint,
+    forgetting, named_vars,
 };
 
 fn dev() -> Device {
@@ -72,12 +73,28 @@ fn head_input_grad_is_the_autograd_gradient() {
 
 struct Setup {
     clip: Clip,
+    teacher_vm: VarMap,
     base: VarMap,
     lora: VarMap,
     heads: VarMap,
     teacher: Head,
     img_fc: Head,
     text_fc: Head,
+}
+
+impl Setup {
+    fn teacher_from(&self, other: &Setup) {
+        let theirs = other.teacher_vm.data().lock().unwrap();
+        for (k, v) in self.teacher_vm.data().lock().unwrap().iter() {
+            v.set(theirs[k].as_tensor()).unwrap();
+        }
+    }
+
+    fn trainables(&self) -> std::collections::BTreeMap<String, Var> {
+        let mut v = named_vars("lora.", &self.lora);
+        v.extend(named_vars("heads.", &self.heads));
+        v
+    }
 }
 
 fn setup(dropout: f32) -> Setup {
@@ -95,6 +112,7 @@ fn setup(dropout: f32) -> Setup {
         img_fc: Head::new(d, vb(&heads).pp("img_fc")).unwrap(),
         text_fc: Head::new(d, vb(&heads).pp("text_fc")).unwrap(),
         clip,
+        teacher_vm: tvm,
         base,
         lora,
         heads,
@@ -155,10 +173,8 @@ fn a_step_changes_only_lora_and_heads() {
         labels: &labels,
     };
     let (base0, lora0, heads0) = (snapshot(&s.base), snapshot(&s.lora), snapshot(&s.heads));
-    let mut vars = s.lora.all_vars();
-    vars.extend(s.heads.all_vars());
     let mut trainer = Stage2Trainer::new(
-        vars,
+        s.trainables(),
         Stage2Config {
             lr: 1e-2,
             ..Default::default()
@@ -190,14 +206,12 @@ fn a_tiny_model_learns_a_separable_set() {
     for variant in [Variant::Dgs, Variant::PlainLora] {
         let s = setup(0.0);
         let (pixels, captions, labels) = data(64, 2);
-        let mut vars = s.lora.all_vars();
-        vars.extend(s.heads.all_vars());
         let cfg = Stage2Config {
             variant,
             lr: 3e-3,
             ..Default::default()
         };
-        let mut trainer = Stage2Trainer::new(vars, cfg).unwrap();
+        let mut trainer = Stage2Trainer::new(s.trainables(), cfg).unwrap();
         let mut last = 0.0;
         for epoch in 0..60 {
             let mut correct = 0.0;
@@ -231,4 +245,85 @@ fn a_tiny_model_learns_a_separable_set() {
         let kept = forgetting(&s.clip, &pixels).unwrap();
         assert!(kept.is_finite() && kept <= 1.0 + 1e-5, "{kept}");
     }
+}
+
+#[test]
+fn adam_follows_the_pytorch_rule() {
+    let p = Var::new(&[1.0f32], &dev()).unwrap();
+    let params = std::collections::BTreeMap::from([("p".to_string(), p.clone())]);
+    let mut adam = dgs::train::Adam::new(
+        params,
+        dgs::train::AdamConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for expected in [0.9f32, 0.8, 0.7] {
+        // d(0.5·p)/dp = 0.5 every step; Adam's steps are then exactly lr.
+        let loss = (p.as_tensor() * 0.5).unwrap().sum_all().unwrap();
+        adam.step(&loss.backward().unwrap()).unwrap();
+        let now: f32 = p.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert!((now - expected).abs() < 1e-6, "{now} vs {expected}");
+    }
+}
+
+/// Two steps, save, two more — equals a fresh process resuming from the checkpoint and taking
+/// the same two steps, bit for bit.
+#[test]
+fn resume_restores_the_run_exactly() {
+    let (pixels, captions, labels) = data(16, 3);
+    let batch = Batch {
+        pixels: &pixels,
+        captions: &captions,
+        labels: &labels,
+    };
+    let dir = std::env::temp_dir().join(format!("dgs-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("stage2.safetensors");
+    let cfg = Stage2Config {
+        lr: 1e-2,
+        ..Default::default()
+    };
+    let config_json = serde_json::json!({"lambda": 0.2, "note": "test"});
+
+    let a = setup(0.0);
+    let mut ta = Stage2Trainer::new(a.trainables(), cfg).unwrap();
+    for _ in 0..2 {
+        ta.step(&a.clip, &a.teacher, &a.img_fc, &a.text_fc, &batch)
+            .unwrap();
+    }
+    checkpoint::save(&path, ta.opt.params(), &ta.opt, &config_json).unwrap();
+    assert!(
+        !path.with_extension("safetensors.tmp").exists(),
+        "the temporary file is renamed away"
+    );
+    for _ in 0..2 {
+        ta.step(&a.clip, &a.teacher, &a.img_fc, &a.text_fc, &batch)
+            .unwrap();
+    }
+
+    // A fresh model with the same frozen weights (same seed-free init: copy them), resumed.
+    let b = setup(0.0);
+    for (k, v) in a.base.data().lock().unwrap().iter() {
+        b.base.data().lock().unwrap()[k].set(v.as_tensor()).unwrap();
+    }
+    b.teacher_from(&a);
+    let loaded = checkpoint::load(&path, &dev()).unwrap();
+    assert_eq!(loaded.step, 2);
+    assert_eq!(loaded.config, config_json);
+    let mut tb = Stage2Trainer::new(b.trainables(), cfg).unwrap();
+    checkpoint::restore_params(&path, tb.opt.params(), &loaded.params).unwrap();
+    tb.opt.restore(&loaded.optimizer, loaded.step).unwrap();
+    for _ in 0..2 {
+        tb.step(&b.clip, &b.teacher, &b.img_fc, &b.text_fc, &batch)
+            .unwrap();
+    }
+    assert_eq!(snapshot(&a.lora), snapshot(&b.lora));
+    assert_eq!(snapshot(&a.heads), snapshot(&b.heads));
+
+    std::fs::write(&path, b"not a checkpoint").unwrap();
+    let e = checkpoint::load(&path, &dev()).err().unwrap().to_string();
+    assert!(e.contains("stage2.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,9 +3,11 @@
 //! `relu(g_text)` (Orthogonal Suppression) and pulled towards the teacher's helpful direction
 //! (Prior Alignment).
 
-use candle_core::{DType, Result, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use std::collections::BTreeMap;
 
+use candle_core::{DType, Result, Tensor, Var};
+
+use super::adam::{Adam, AdamConfig};
 use super::heads::Head;
 use super::loss::{bce_logit_grad, bce_with_logits};
 use crate::clip::{Clip, Mode};
@@ -135,23 +137,21 @@ pub fn accuracy(z: &Tensor, y: &Tensor) -> Result<f32> {
     scalar(&pred.eq(y)?.to_dtype(DType::F32)?.mean_all()?)
 }
 
-/// Adam (AdamW without decay) over the stage-2 trainables: LoRA, `img_fc`, `text_fc`.
+/// Adam over the stage-2 trainables (LoRA, `img_fc`, `text_fc`), by name.
 pub struct Stage2Trainer {
-    opt: AdamW,
+    pub opt: Adam,
     pub cfg: Stage2Config,
 }
 
 impl Stage2Trainer {
-    pub fn new(trainables: Vec<Var>, cfg: Stage2Config) -> Result<Self> {
-        let params = ParamsAdamW {
+    pub fn new(trainables: BTreeMap<String, Var>, cfg: Stage2Config) -> Result<Self> {
+        let adam = AdamConfig {
             lr: cfg.lr,
             beta1: cfg.beta1,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
+            ..AdamConfig::default()
         };
         Ok(Self {
-            opt: AdamW::new(trainables, params)?,
+            opt: Adam::new(trainables, adam)?,
             cfg,
         })
     }
@@ -175,7 +175,8 @@ impl Stage2Trainer {
                 stats.l_help
             );
         }
-        self.opt.backward_step(&loss)?;
+        let grads = loss.backward()?;
+        self.opt.step(&grads)?;
         Ok(stats)
     }
 }
@@ -188,4 +189,13 @@ pub fn forgetting(clip: &Clip, pixels: &Tensor) -> Result<f32> {
     let dot = (&s * &t)?.sum(1)?;
     let norms = (s.sqr()?.sum(1)?.sqrt()? * t.sqr()?.sum(1)?.sqrt()?)?;
     scalar(&(dot / (norms + 1e-12)?)?.mean_all()?)
+}
+
+/// The variables of `map` by name, each prefixed (e.g. `lora.` / `heads.`), for an optimizer
+/// and for checkpoints.
+pub fn named_vars(prefix: &str, map: &candle_nn::VarMap) -> BTreeMap<String, Var> {
+    let data = map.data().lock().unwrap_or_else(|p| p.into_inner());
+    data.iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), v.clone()))
+        .collect()
 }

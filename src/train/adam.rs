@@ -1,0 +1,118 @@
+//! Adam with PyTorch's update rule and state that can be saved and restored exactly:
+//! `p ← p − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + eps)`.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Result, Tensor, Var, backprop::GradStore};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for AdamConfig {
+    /// The paper's: lr 1e-4, betas (0.9, 0.999).
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Named parameters with their first and second moments.
+pub struct Adam {
+    pub cfg: AdamConfig,
+    params: BTreeMap<String, Var>,
+    m: BTreeMap<String, Tensor>,
+    v: BTreeMap<String, Tensor>,
+    step: u64,
+}
+
+impl Adam {
+    pub fn new(params: BTreeMap<String, Var>, cfg: AdamConfig) -> Result<Self> {
+        let zeros = |p: &Var| p.as_tensor().zeros_like();
+        let m = params
+            .iter()
+            .map(|(k, p)| Ok((k.clone(), zeros(p)?)))
+            .collect::<Result<_>>()?;
+        let v = params
+            .iter()
+            .map(|(k, p)| Ok((k.clone(), zeros(p)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            cfg,
+            params,
+            m,
+            v,
+            step: 0,
+        })
+    }
+
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    pub fn params(&self) -> &BTreeMap<String, Var> {
+        &self.params
+    }
+
+    /// One update from `grads`; parameters without a gradient keep their value and moments.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step += 1;
+        let t = self.step as i32;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let step_size = self.cfg.lr / (1.0 - b1.powi(t));
+        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        for (name, p) in &self.params {
+            let Some(g) = grads.get(p.as_tensor()) else {
+                continue;
+            };
+            let m = ((&self.m[name] * b1)? + (g * (1.0 - b1))?)?;
+            let v = ((&self.v[name] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let denom = ((v.sqrt()? / bc2_sqrt)? + self.cfg.eps)?;
+            p.set(&(p.as_tensor() - ((&m / denom)? * step_size)?)?)?;
+            self.m.insert(name.clone(), m);
+            self.v.insert(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    /// Moments as named tensors (`m/<name>`, `v/<name>`), for checkpoints.
+    pub fn state(&self) -> impl Iterator<Item = (String, &Tensor)> {
+        let m = self.m.iter().map(|(k, t)| (format!("m/{k}"), t));
+        let v = self.v.iter().map(|(k, t)| (format!("v/{k}"), t));
+        m.chain(v)
+    }
+
+    /// Restore moments and step from a checkpoint; every parameter must be present.
+    pub fn restore(
+        &mut self,
+        state: &std::collections::HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<()> {
+        for name in self.params.keys() {
+            for (kind, dst) in [("m", &mut self.m), ("v", &mut self.v)] {
+                let key = format!("{kind}/{name}");
+                let t = state.get(&key).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("optimizer state `{key}` is missing"))
+                })?;
+                if t.shape() != self.params[name].shape() {
+                    candle_core::bail!(
+                        "optimizer state `{key}` has shape {:?}, the parameter {:?}",
+                        t.shape(),
+                        self.params[name].shape()
+                    );
+                }
+                dst.insert(name.clone(), t.clone());
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}
