@@ -178,3 +178,37 @@ fn legacy_configs_pool_at_the_largest_id() {
     );
     assert!(max_diff(&fa, &fc) > 1e-6);
 }
+
+#[test]
+fn captions_tokenise_through_a_tokenizer_json() {
+    let dir = std::env::temp_dir().join(format!("dgs-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dgs::clip::tokenizer_path(&dir);
+    let json = dgs::clip::tiny_tokenizer_json(&["a", "photo", "of", "cat", "dog"], 999);
+    std::fs::write(&path, json.to_string()).unwrap();
+    let tok = dgs::clip::ClipTokenizer::from_file(&path, 6, 999).unwrap();
+    let ids = tok
+        .encode_batch(
+            &["A photo of a cat", "dog", "a a a a a a a a"],
+            &Device::Cpu,
+        )
+        .unwrap();
+    let rows: Vec<Vec<u32>> = ids.to_vec2().unwrap();
+    assert_eq!(rows[0], vec![998, 1, 2, 3, 1, 999], "start, words, end");
+    assert_eq!(
+        rows[1],
+        vec![998, 5, 999, 999, 999, 999],
+        "padded with the end token"
+    );
+    assert_eq!(rows[2][5], 999, "a caption cut short keeps its end token");
+    let (model, _, _) = tiny(&LoraConfig::default());
+    assert_eq!(model.text_features(&ids).unwrap().dims(), &[3, 16]);
+
+    std::fs::write(&path, "{ broken").unwrap();
+    let e = dgs::clip::ClipTokenizer::from_file(&path, 6, 999)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("tokenizer.json"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -327,3 +327,29 @@ fn resume_restores_the_run_exactly() {
     assert!(e.contains("stage2.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn stage1_probes_the_frozen_features() {
+    let s = setup(0.0);
+    let (pixels, _, labels) = data(64, 4);
+    let feats = dgs::train::frozen_features(&s.clip, &pixels).unwrap();
+    let vars = named_vars("teacher.", &s.teacher_vm);
+    let mut t = dgs::train::Stage1Trainer::new(
+        vars,
+        dgs::train::AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let base0 = snapshot(&s.base);
+    let mut acc = 0.0;
+    for _ in 0..300 {
+        acc = t.step(&s.teacher, &feats, &labels).unwrap().accuracy;
+        if acc > 0.97 {
+            break;
+        }
+    }
+    assert!(acc > 0.95, "linear probe accuracy {acc}");
+    assert_eq!(snapshot(&s.base), base0, "stage 1 trains the head only");
+}

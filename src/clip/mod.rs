@@ -4,15 +4,16 @@
 //! The frozen base weights are held once: the teacher is the student with the adapters off
 //! ([`Mode::Frozen`]). Adapters live in their own `VarMap`, so only they (and the heads) train.
 //!
-//! Status: the model, LoRA and weight loading. Tokenisation (`tokenizer.json`), the training
-//! stages and checkpoints come next (see the training issue).
+//! Captions are tokenised with the folder's `tokenizer.json` ([`ClipTokenizer`]).
 
 mod config;
 mod encoder;
 mod lora;
 mod model;
+mod tokenizer;
 mod towers;
 
 pub use config::{ClipConfig, TextConfig, TowerConfig, VisionConfig};
 pub use lora::{LoraConfig, LoraLinear, Mode};
 pub use model::{Clip, LoadError};
+pub use tokenizer::{ClipTokenizer, tiny_tokenizer_json, tokenizer_path};
