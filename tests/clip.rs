@@ -212,3 +212,51 @@ fn captions_tokenise_through_a_tokenizer_json() {
     assert!(e.contains("tokenizer.json"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn merged_export_equals_the_adapted_student() {
+    let cfg = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+    };
+    let (model, base, adapters) = tiny(&cfg);
+    for (name, var) in adapters.data().lock().unwrap().iter() {
+        if name.ends_with("lora_B") {
+            var.set(&Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("dgs-export-{}", std::process::id()));
+    let (src, dst) = (dir.join("src"), dir.join("merged"));
+    std::fs::create_dir_all(&src).unwrap();
+    base.save(src.join("model.safetensors")).unwrap();
+    std::fs::write(
+        src.join("config.json"),
+        serde_json::to_string(&ClipConfig::tiny()).unwrap(),
+    )
+    .unwrap();
+    let tensors: std::collections::HashMap<String, Tensor> = adapters
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    dgs::clip::export_merged(&src, &dst, &cfg, &tensors).unwrap();
+    let merged = Clip::load_hf(&dst, DType::F32, &Device::Cpu, None).unwrap();
+    let x = pixels(2, 9);
+    let student = model.image_features(&x, Mode::Student).unwrap();
+    let plain = merged.image_features(&x, Mode::Frozen).unwrap();
+    assert!(
+        max_diff(&student, &plain) < 1e-5,
+        "{}",
+        max_diff(&student, &plain)
+    );
+    let teacher = model.image_features(&x, Mode::Frozen).unwrap();
+    assert!(
+        max_diff(&teacher, &plain) > 1e-4,
+        "the export must carry the adapters"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

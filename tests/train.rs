@@ -353,3 +353,19 @@ fn stage1_probes_the_frozen_features() {
     assert!(acc > 0.95, "linear probe accuracy {acc}");
     assert_eq!(snapshot(&s.base), base0, "stage 1 trains the head only");
 }
+
+#[test]
+fn a_non_finite_gradient_updates_nothing() {
+    let p = Var::new(&[1.0f32, 2.0], &dev()).unwrap();
+    let params = std::collections::BTreeMap::from([("p".to_string(), p.clone())]);
+    let mut adam = dgs::train::Adam::new(params, dgs::train::AdamConfig::default()).unwrap();
+    let bad = Tensor::new(&[f32::INFINITY, 1.0], &dev()).unwrap();
+    let loss = (p.as_tensor() * &bad).unwrap().sum_all().unwrap();
+    let e = adam
+        .step(&loss.backward().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`p`") && e.contains("not finite"), "{e}");
+    assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
+    assert_eq!(adam.step_count(), 0);
+}

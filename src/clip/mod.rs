@@ -8,12 +8,14 @@
 
 mod config;
 mod encoder;
+mod export;
 mod lora;
 mod model;
 mod tokenizer;
 mod towers;
 
 pub use config::{ClipConfig, TextConfig, TowerConfig, VisionConfig};
+pub use export::export_merged;
 pub use lora::{LoraConfig, LoraLinear, Mode};
 pub use model::{Clip, LoadError};
 pub use tokenizer::{ClipTokenizer, tiny_tokenizer_json, tokenizer_path};

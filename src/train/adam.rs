@@ -63,7 +63,9 @@ impl Adam {
     }
 
     /// One update from `grads`; parameters without a gradient keep their value and moments.
+    /// A NaN or infinite gradient is an error naming the parameter, and nothing is updated.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.check_finite(grads)?;
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
@@ -79,6 +81,24 @@ impl Adam {
             p.set(&(p.as_tensor() - ((&m / denom)? * step_size)?)?)?;
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    fn check_finite(&self, grads: &GradStore) -> Result<()> {
+        for (name, p) in &self.params {
+            if let Some(g) = grads.get(p.as_tensor()) {
+                let total = g
+                    .abs()?
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+                if !total.is_finite() {
+                    candle_core::bail!(
+                        "the gradient of `{name}` is not finite; no parameter was updated"
+                    );
+                }
+            }
         }
         Ok(())
     }
