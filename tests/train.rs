@@ -369,3 +369,73 @@ fn a_non_finite_gradient_updates_nothing() {
     assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
     assert_eq!(adam.step_count(), 0);
 }
+
+/// Frozen weights in f16 (candle's CPU matmul has no bf16; bf16 is for the GPU), adapters and
+/// heads in f32: one stage-2 step runs and trains f32
+/// adapters.
+#[test]
+fn half_precision_base_weights_with_f32_adapters() {
+    let (base, lora, heads) = (VarMap::new(), VarMap::new(), VarMap::new());
+    let cfg = LoraConfig {
+        rank: 4,
+        alpha: 4.0,
+        dropout: 0.0,
+    };
+    let clip = Clip::new(
+        ClipConfig::tiny(),
+        VarBuilder::from_varmap(&base, DType::F16, &dev()),
+        Some((&cfg, VarBuilder::from_varmap(&lora, DType::F32, &dev()))),
+    )
+    .unwrap();
+    let hvb = VarBuilder::from_varmap(&heads, DType::F32, &dev());
+    let (teacher, img_fc, text_fc) = (
+        Head::new(16, hvb.pp("teacher")).unwrap(),
+        Head::new(16, hvb.pp("img_fc")).unwrap(),
+        Head::new(16, hvb.pp("text_fc")).unwrap(),
+    );
+    let (pixels, captions, labels) = data(8, 5);
+    let pixels = pixels.to_dtype(DType::F16).unwrap();
+    let mut vars = named_vars("lora.", &lora);
+    vars.extend(named_vars("heads.", &heads));
+    let before: Vec<f32> = lora
+        .all_vars()
+        .iter()
+        .flat_map(|v| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect();
+    let mut trainer = Stage2Trainer::new(
+        vars,
+        Stage2Config {
+            lr: 1e-2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let batch = Batch {
+        pixels: &pixels,
+        captions: &captions,
+        labels: &labels,
+    };
+    let stats = trainer
+        .step(&clip, &teacher, &img_fc, &text_fc, &batch)
+        .unwrap();
+    assert!(stats.loss.is_finite(), "{stats:?}");
+    let after: Vec<f32> = lora
+        .all_vars()
+        .iter()
+        .flat_map(|v| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect();
+    assert_ne!(before, after, "the f32 adapters train over f16 weights");
+    assert!(base.all_vars().iter().all(|v| v.dtype() == DType::F16));
+}

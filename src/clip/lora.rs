@@ -85,11 +85,14 @@ impl LoraLinear {
         match (&self.adapter, mode) {
             (None, _) | (_, Mode::Frozen) => Ok(y),
             (Some(ad), mode) => {
-                let xin = ad.dropout.forward(x, mode == Mode::StudentTrain)?;
+                // The adapter computes in its own dtype (f32) even over f16/bf16 base weights.
+                let x32 = x.to_dtype(ad.a.dtype())?;
+                let xin = ad.dropout.forward(&x32, mode == Mode::StudentTrain)?;
                 let low = xin
                     .broadcast_matmul(&ad.a.t()?)?
                     .broadcast_matmul(&ad.b.t()?)?;
-                y + (low * ad.scaling)?
+                let low = (low * ad.scaling)?.to_dtype(y.dtype())?;
+                y + low
             }
         }
     }

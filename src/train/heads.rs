@@ -15,9 +15,11 @@ impl Head {
         })
     }
 
-    /// Logits `[B]` of features `[B, D]`.
+    /// Logits `[B]` of features `[B, D]`, in the head's dtype (f32 heads over bf16/f16
+    /// features compute in f32).
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
-        self.linear.forward(features)?.squeeze(1)
+        let f = features.to_dtype(self.linear.weight().dtype())?;
+        self.linear.forward(&f)?.squeeze(1)
     }
 
     /// `∂L/∂features` for a loss whose gradient with respect to the logits is `dlogits` (`[B]`):

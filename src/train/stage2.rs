@@ -77,7 +77,11 @@ pub fn stage2_loss(
     cfg: &Stage2Config,
 ) -> Result<(Tensor, StepStats)> {
     let y = batch.labels.to_dtype(DType::F32)?;
-    let f = clip.image_features(batch.pixels, Mode::StudentTrain)?;
+    // Features are [B, D]: the losses and the surgery run on them in f32 whatever the model's
+    // compute dtype (the cast is differentiable, so gradients return in that dtype).
+    let f = clip
+        .image_features(batch.pixels, Mode::StudentTrain)?
+        .to_dtype(DType::F32)?;
     let img_logits_of = |f: &Tensor| img_fc.logits(f);
     if cfg.variant == Variant::PlainLora {
         let z = img_logits_of(&f)?;
@@ -92,8 +96,14 @@ pub fn stage2_loss(
     }
     // Teacher and text features carry no gradient; their losses' gradients with respect to them
     // are the closed forms of a linear head under BCE (what autograd.grad gives the official code).
-    let ft = clip.image_features(batch.pixels, Mode::Frozen)?.detach();
-    let fx = clip.text_features(batch.captions)?.detach();
+    let ft = clip
+        .image_features(batch.pixels, Mode::Frozen)?
+        .to_dtype(DType::F32)?
+        .detach();
+    let fx = clip
+        .text_features(batch.captions)?
+        .to_dtype(DType::F32)?
+        .detach();
     let g_img = teacher
         .input_grad(&bce_logit_grad(&teacher.logits(&ft)?, &y)?)?
         .detach();
