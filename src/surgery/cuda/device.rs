@@ -118,13 +118,17 @@ impl CudaSurgery {
     }
 }
 
+/// Names the NVIDIA driver library goes by. (cudarc's own list exists only in its dynamic-loading
+/// build; with candle's `cuda` feature cudarc links the driver instead, and this probe is moot.)
+const LIBCUDA: &[&str] = &["libcuda.so.1", "libcuda.so", "nvcuda.dll"];
+
 /// `CudaContext::new` without its panic when libcuda cannot be loaded (cudarc loads it lazily and
 /// panics on failure).
 fn open_context(ordinal: usize) -> CudaResult<Arc<CudaContext>> {
-    let present = cudarc::get_lib_name_candidates("cuda").iter().any(|name| {
+    let present = LIBCUDA.iter().any(|name| {
         // SAFETY: loading the driver library runs its initialisers, which is what using CUDA
         // does anyway; the handle is dropped at once.
-        unsafe { libloading::Library::new(name) }.is_ok()
+        unsafe { libloading::Library::new(*name) }.is_ok()
     });
     if !present {
         return Err(CudaSurgeryError::NoCudaDevice(
