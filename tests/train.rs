@@ -397,17 +397,7 @@ fn half_precision_base_weights_with_f32_adapters() {
     let pixels = pixels.to_dtype(DType::F16).unwrap();
     let mut vars = named_vars("lora.", &lora);
     vars.extend(named_vars("heads.", &heads));
-    let before: Vec<f32> = lora
-        .all_vars()
-        .iter()
-        .flat_map(|v| {
-            v.as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        })
-        .collect();
+    let before = snapshot(&lora);
     let mut trainer = Stage2Trainer::new(
         vars,
         Stage2Config {
@@ -425,17 +415,7 @@ fn half_precision_base_weights_with_f32_adapters() {
         .step(&clip, &teacher, &img_fc, &text_fc, &batch)
         .unwrap();
     assert!(stats.loss.is_finite(), "{stats:?}");
-    let after: Vec<f32> = lora
-        .all_vars()
-        .iter()
-        .flat_map(|v| {
-            v.as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        })
-        .collect();
+    let after = snapshot(&lora);
     assert_ne!(before, after, "the f32 adapters train over f16 weights");
     assert!(base.all_vars().iter().all(|v| v.dtype() == DType::F16));
 }
