@@ -100,6 +100,18 @@ __device__ void dgs_rows_impl(T* __restrict__ x, const T* __restrict__ h, const 
     }
 DGS_STAMP_DTYPES(STAMP_ROWS)
 
+// v -= (v·q_j) q_j for each of the `kept` orthonormal rows q_j of `basis`, in order (modified
+// Gram–Schmidt). Each thread touches only its own indices of v, so the block sums are the only sync.
+__device__ void remove_span(float* v, const float* basis, int kept, int dim, float* smem) {
+    for (int j = 0; j < kept; ++j) {
+        const float* q = basis + (long long)j * dim;
+        float s = 0.f;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) s += v[i] * q[i];
+        s = block_sum1(s, smem);
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) v[i] -= s * q[i];
+    }
+}
+
 // Project each row off the span of K <= 8 directions (after `transform`), exactly: modified
 // Gram–Schmidt with one re-orthogonalisation in float, in a workspace of (K + 1) rows of `dim`
 // floats per block. A direction whose remainder is at most dep_tol of its norm is skipped (the CPU
@@ -125,15 +137,7 @@ __device__ void multi_impl(T* __restrict__ x, const T* d0, const T* d1, const T*
                 sq += v * v;
             }
             const float n0 = sqrtf(block_sum1(sq, smem));
-            for (int pass = 0; pass < 2; ++pass) {
-                for (int j = 0; j < kept; ++j) {
-                    const float* q = basis + (long long)j * dim;
-                    float s = 0.f;
-                    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += u[i] * q[i];
-                    s = block_sum1(s, smem);
-                    for (int i = threadIdx.x; i < dim; i += blockDim.x) u[i] -= s * q[i];
-                }
-            }
+            for (int pass = 0; pass < 2; ++pass) remove_span(u, basis, kept, dim, smem);
             sq = 0.f;
             for (int i = threadIdx.x; i < dim; i += blockDim.x) sq += u[i] * u[i];
             const float n = sqrtf(block_sum1(sq, smem));
@@ -146,13 +150,7 @@ __device__ void multi_impl(T* __restrict__ x, const T* d0, const T* d1, const T*
         if (kept == 0) continue;
         T* xr = x + r * dim;
         for (int i = threadIdx.x; i < dim; i += blockDim.x) row[i] = to_float(xr[i]);
-        for (int j = 0; j < kept; ++j) {
-            const float* q = basis + (long long)j * dim;
-            float s = 0.f;
-            for (int i = threadIdx.x; i < dim; i += blockDim.x) s += row[i] * q[i];
-            s = block_sum1(s, smem);
-            for (int i = threadIdx.x; i < dim; i += blockDim.x) row[i] -= s * q[i];
-        }
+        remove_span(row, basis, kept, dim, smem);
         for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = from_float<T>(row[i]);
     }
 }
