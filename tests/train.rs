@@ -419,3 +419,159 @@ fn half_precision_base_weights_with_f32_adapters() {
     assert_ne!(before, after, "the f32 adapters train over f16 weights");
     assert!(base.all_vars().iter().all(|v| v.dtype() == DType::F16));
 }
+
+fn owned_batches(n: usize, seed: u64, dtype: DType) -> Vec<dgs::train::OwnedBatch> {
+    let (pixels, captions, labels) = data(n, seed);
+    let pixels = pixels.to_dtype(dtype).unwrap();
+    (0..n / 16)
+        .map(|b| dgs::train::OwnedBatch {
+            pixels: pixels.narrow(0, b * 16, 16).unwrap(),
+            captions: captions.narrow(0, b * 16, 16).unwrap(),
+            labels: labels.narrow(0, b * 16, 16).unwrap(),
+        })
+        .collect()
+}
+
+fn random_detector(dtype: DType, tag: &str) -> (dgs::train::Detector, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("dgs-det-{tag}-{}", std::process::id()));
+    dgs::clip::write_random_folder(&dir, &ClipConfig::tiny(), 7, &["a", "photo"]).unwrap();
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 4.0,
+        dropout: 0.0,
+    };
+    let det = dgs::train::Detector::from_hf(&dir, dtype, &dev(), lora).unwrap();
+    (det, dir)
+}
+
+fn values(vars: &std::collections::BTreeMap<String, Var>) -> Vec<Vec<f32>> {
+    vars.values()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect()
+}
+
+#[test]
+fn random_folders_are_seeded_and_count_their_bytes_once() {
+    let (a, dir_a) = random_detector(DType::F32, "a");
+    let (b, dir_b) = random_detector(DType::F16, "b");
+    let file = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(file(&dir_a), file(&dir_b), "same seed, same bytes");
+    let pa = a.parameter_bytes();
+    let pb = b.parameter_bytes();
+    assert!(pa.base > 0 && pa.base == 2 * pb.base, "{pa:?} {pb:?}");
+    let stored: usize = candle_core::safetensors::load(dir_a.join("model.safetensors"), &dev())
+        .unwrap()
+        .values()
+        .map(|t| t.elem_count() * 4)
+        .sum();
+    assert_eq!(pa.base, stored, "every stored tensor is held exactly once");
+    assert_eq!(pa.lora, pb.lora, "adapters stay f32 over f16 weights");
+    for d in [dir_a, dir_b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn loss_scaling_skips_overflowing_steps_and_adapts() {
+    use dgs::train::{LossScaler, ScaleDecision};
+    let mut s = LossScaler {
+        growth_interval: 3,
+        ..LossScaler::default()
+    };
+    assert_eq!(s.update(false).unwrap(), ScaleDecision::Skip);
+    assert_eq!(s.scale, 32768.0);
+    for _ in 0..2 {
+        assert_eq!(s.update(true).unwrap(), ScaleDecision::Apply(1.0 / 32768.0));
+    }
+    assert_eq!(
+        s.scale, 32768.0,
+        "grows only after growth_interval good steps"
+    );
+    s.update(true).unwrap();
+    assert_eq!(s.scale, 65536.0);
+    let e = (0..LossScaler::MAX_SKIPS_IN_A_ROW)
+        .map(|_| s.update(false))
+        .find_map(Result::err)
+        .expect("endless overflow stops training");
+    assert!(e.contains("non-finite"), "{e}");
+}
+
+/// f16 compute with dynamic loss scaling: a scale far too large overflows the f16 activation
+/// gradients, those steps are skipped with nothing updated, the scale falls, and training then
+/// learns the separable set like f32 does.
+#[test]
+fn f16_training_with_loss_scaling_learns() {
+    let (det, dir) = random_detector(DType::F16, "f16");
+    let cfg = Stage2Config {
+        lr: 3e-3,
+        ..Default::default()
+    };
+    let vars = det.trainables(dgs::train::Stage::Two);
+    let start = values(&vars);
+    let mut trainer = Stage2Trainer::new(vars.clone(), cfg)
+        .unwrap()
+        .with_loss_scaling(dgs::train::LossScaler {
+            scale: 2f64.powi(40),
+            ..Default::default()
+        });
+    let batches = owned_batches(64, 2, DType::F16);
+    let mut first = Vec::new();
+    let mut skipped_first = 0;
+    trainer
+        .epoch(&det, batches.iter().take(1).cloned().map(Ok), |s| {
+            first.push(*s)
+        })
+        .unwrap();
+    if first[0].skipped {
+        skipped_first += 1;
+        assert_eq!(values(&vars), start, "a skipped step changes nothing");
+    }
+    assert_eq!(skipped_first, 1, "2^40 overflows f16");
+    let mut last = dgs::train::EpochSummary::default();
+    for _ in 0..60 {
+        last = trainer
+            .epoch(&det, batches.iter().cloned().map(Ok), |_| {})
+            .unwrap();
+        if last.accuracy > 0.97 && last.skipped == 0 {
+            break;
+        }
+    }
+    let scale = trainer.scaler.unwrap().scale;
+    assert!(scale < 2f64.powi(40) && scale >= 1.0, "{scale}");
+    assert!(last.accuracy > 0.95, "{last:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A NaN loss stops training with a message; the checkpoint written before it still restores
+/// the run exactly.
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_checkpoint() {
+    let (det, dir) = random_detector(DType::F32, "nan");
+    let vars = det.trainables(dgs::train::Stage::Two);
+    let mut trainer = Stage2Trainer::new(vars.clone(), Stage2Config::default()).unwrap();
+    let batches = owned_batches(32, 3, DType::F32);
+    trainer
+        .epoch(&det, batches.iter().cloned().map(Ok), |_| {})
+        .unwrap();
+    let ckpt = dir.join("last.safetensors");
+    let run = serde_json::json!({"epoch": 1});
+    det.save_checkpoint(&ckpt, &trainer.opt, &run).unwrap();
+    let saved = values(&det.all_trainables());
+    let mut poisoned = batches[0].clone();
+    poisoned.pixels = (poisoned.pixels * f64::NAN).unwrap();
+    let e = trainer
+        .epoch(&det, [Ok(poisoned)], |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("loss is NaN"), "{e}");
+    assert_eq!(values(&det.all_trainables()), saved, "nothing was updated");
+
+    let (fresh, dir2) = random_detector(DType::F32, "nan2");
+    let loaded = fresh.restore_checkpoint(&ckpt, &dev()).unwrap();
+    assert_eq!(loaded.step, 2);
+    assert_eq!(loaded.config, run);
+    assert_eq!(values(&fresh.all_trainables()), saved);
+    for d in [dir, dir2] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -13,9 +13,11 @@ mod lora;
 mod model;
 mod tokenizer;
 mod towers;
+mod weights;
 
 pub use config::{ClipConfig, TextConfig, TowerConfig, VisionConfig};
 pub use export::export_merged;
 pub use lora::{LoraConfig, LoraLinear, Mode};
 pub use model::{Clip, LoadError};
 pub use tokenizer::{ClipTokenizer, tiny_tokenizer_json, tokenizer_path};
+pub use weights::{ByteCount, Counted, Fill, SeededWeights, write_random_folder};

@@ -3,12 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::ClipConfig;
 use super::encoder::Builders;
 use super::lora::{LoraConfig, Mode};
 use super::towers::{TextTower, VisionTower, projection};
+use super::weights::Counted;
 
 pub struct Clip {
     pub config: ClipConfig,
@@ -16,6 +18,7 @@ pub struct Clip {
     visual_projection: Linear,
     text: TextTower,
     text_projection: Linear,
+    base_bytes: Option<usize>,
 }
 
 impl Clip {
@@ -53,7 +56,30 @@ impl Clip {
                 vb.pp("text_projection"),
             )?,
             config,
+            base_bytes: None,
         })
+    }
+
+    /// Like [`Clip::new`], with the frozen weights from `backend` (tensors converted to `dtype` on
+    /// `device`), counting their bytes: see [`Clip::base_bytes`].
+    pub fn from_backend(
+        config: ClipConfig,
+        backend: Box<dyn SimpleBackend + '_>,
+        dtype: DType,
+        device: &Device,
+        lora: Option<(&LoraConfig, VarBuilder<'_>)>,
+    ) -> Result<Self> {
+        let (counted, count) = Counted::new(backend);
+        let vb = VarBuilder::from_backend(Box::new(counted), dtype, device.clone());
+        let mut clip = Self::new(config, vb, lora)?;
+        clip.base_bytes = Some(count.bytes());
+        Ok(clip)
+    }
+
+    /// Bytes of frozen weights this model holds — one copy, which teacher and student share.
+    /// Known when built with [`Clip::from_backend`] or [`Clip::load_hf`].
+    pub fn base_bytes(&self) -> Option<usize> {
+        self.base_bytes
     }
 
     /// Image features `[B, projection_dim]` from pixels `[B, 3, H, W]` (normalised).
@@ -122,16 +148,16 @@ impl Clip {
         }
         // SAFETY: the file is memory-mapped read-only for the model's lifetime; like every
         // mmap-based loader this assumes nobody truncates it meanwhile.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), dtype, device)
-        }
-        .map_err(|source| LoadError::Weights {
-            path: weights.clone(),
-            source,
-        })?;
-        Self::new(config, vb, lora).map_err(|source| LoadError::Weights {
-            path: weights,
-            source,
+        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(&weights) }
+            .map_err(|source| LoadError::Weights {
+                path: weights.clone(),
+                source,
+            })?;
+        Self::from_backend(config, Box::new(tensors), dtype, device, lora).map_err(|source| {
+            LoadError::Weights {
+                path: weights,
+                source,
+            }
         })
     }
 }

@@ -65,7 +65,15 @@ impl Adam {
     /// One update from `grads`; parameters without a gradient keep their value and moments.
     /// A NaN or infinite gradient is an error naming the parameter, and nothing is updated.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.check_finite(grads)?;
+        if let Some(name) = self.first_non_finite(grads)? {
+            candle_core::bail!("the gradient of `{name}` is not finite; no parameter was updated");
+        }
+        self.step_scaled(grads, 1.0)
+    }
+
+    /// One update from `grads` multiplied by `grad_scale` (loss scaling's `1/scale`), with no
+    /// finiteness check: call [`Adam::first_non_finite`] first.
+    pub fn step_scaled(&mut self, grads: &GradStore, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
@@ -74,6 +82,13 @@ impl Adam {
         for (name, p) in &self.params {
             let Some(g) = grads.get(p.as_tensor()) else {
                 continue;
+            };
+            let unscaled;
+            let g = if grad_scale == 1.0 {
+                g
+            } else {
+                unscaled = (g * grad_scale)?;
+                &unscaled
             };
             let m = ((&self.m[name] * b1)? + (g * (1.0 - b1))?)?;
             let v = ((&self.v[name] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
@@ -85,7 +100,8 @@ impl Adam {
         Ok(())
     }
 
-    fn check_finite(&self, grads: &GradStore) -> Result<()> {
+    /// The first parameter (by name) whose gradient holds a NaN or an infinity.
+    pub fn first_non_finite(&self, grads: &GradStore) -> Result<Option<String>> {
         for (name, p) in &self.params {
             if let Some(g) = grads.get(p.as_tensor()) {
                 let total = g
@@ -94,13 +110,11 @@ impl Adam {
                     .to_dtype(candle_core::DType::F64)?
                     .to_scalar::<f64>()?;
                 if !total.is_finite() {
-                    candle_core::bail!(
-                        "the gradient of `{name}` is not finite; no parameter was updated"
-                    );
+                    return Ok(Some(name.clone()));
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Moments as named tensors (`m/<name>`, `v/<name>`), for checkpoints.

@@ -10,6 +10,7 @@ use candle_core::{DType, Result, Tensor, Var};
 use super::adam::{Adam, AdamConfig};
 use super::heads::Head;
 use super::loss::{bce_logit_grad, bce_with_logits};
+use super::scaler::{LossScaler, ScaleDecision};
 use crate::clip::{Clip, Mode};
 use crate::ops::orthogonal_suppression;
 
@@ -65,6 +66,8 @@ pub struct StepStats {
     pub l_help: f32,
     /// Student accuracy on the batch at threshold 0.5 (before the update).
     pub accuracy: f32,
+    /// Loss scaling skipped this step's update (its gradients overflowed).
+    pub skipped: bool,
 }
 
 /// The stage-2 losses for one batch; returns the total loss (to differentiate) and its parts.
@@ -133,6 +136,7 @@ pub fn stage2_loss(
         l_text: scalar(&l_text)?,
         l_help: l_help_value,
         accuracy: accuracy(&z_img, &y)?,
+        skipped: false,
     };
     Ok((loss, stats))
 }
@@ -147,10 +151,12 @@ pub fn accuracy(z: &Tensor, y: &Tensor) -> Result<f32> {
     scalar(&pred.eq(y)?.to_dtype(DType::F32)?.mean_all()?)
 }
 
-/// Adam over the stage-2 trainables (LoRA, `img_fc`, `text_fc`), by name.
+/// Adam over the stage-2 trainables (LoRA, `img_fc`, `text_fc`), by name, with dynamic loss
+/// scaling when the model computes in f16.
 pub struct Stage2Trainer {
     pub opt: Adam,
     pub cfg: Stage2Config,
+    pub scaler: Option<LossScaler>,
 }
 
 impl Stage2Trainer {
@@ -163,10 +169,19 @@ impl Stage2Trainer {
         Ok(Self {
             opt: Adam::new(trainables, adam)?,
             cfg,
+            scaler: None,
         })
     }
 
-    /// One optimisation step. A non-finite loss stops with an error before any update.
+    /// Scale the loss dynamically (for f16 compute).
+    pub fn with_loss_scaling(mut self, scaler: LossScaler) -> Self {
+        self.scaler = Some(scaler);
+        self
+    }
+
+    /// One optimisation step. Without loss scaling a non-finite loss or gradient stops with an
+    /// error before any update; with it, such a step is skipped and the scale lowered (an error
+    /// only when that keeps happening).
     pub fn step(
         &mut self,
         clip: &Clip,
@@ -175,7 +190,23 @@ impl Stage2Trainer {
         text_fc: &Head,
         batch: &Batch<'_>,
     ) -> Result<StepStats> {
-        let (loss, stats) = stage2_loss(clip, teacher, img_fc, text_fc, batch, &self.cfg)?;
+        let (loss, mut stats) = stage2_loss(clip, teacher, img_fc, text_fc, batch, &self.cfg)?;
+        if let Some(scaler) = &mut self.scaler {
+            let grads = match stats.loss.is_finite() {
+                true => Some((loss * scaler.scale)?.backward()?),
+                false => None,
+            };
+            let finite = match &grads {
+                Some(g) => self.opt.first_non_finite(g)?.is_none(),
+                None => false,
+            };
+            let decision = scaler.update(finite).map_err(candle_core::Error::Msg)?;
+            match (decision, grads) {
+                (ScaleDecision::Apply(inv), Some(g)) => self.opt.step_scaled(&g, inv)?,
+                _ => stats.skipped = true,
+            }
+            return Ok(stats);
+        }
         if !stats.loss.is_finite() {
             candle_core::bail!(
                 "stage 2: the loss is {} (L_img {}, L_text {}, L_help {}); stopping before the update",
