@@ -18,7 +18,10 @@
 //! ```
 
 pub mod clip;
+pub mod data;
+pub mod eval;
 pub mod ops;
+pub mod pipeline;
 pub mod surgery;
 pub mod train;
 

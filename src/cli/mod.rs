@@ -1,5 +1,6 @@
 //! The `dgs` command line.
 
+pub mod demo;
 pub mod self_check;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Generate synthetic data and a tiny random CLIP, train DGS and plain LoRA, evaluate on
+    /// held-out generator families, and write the table and charts (no downloads).
+    Demo(demo::Args),
     /// Run every surgery op on seeded random inputs and compare it with the float64 reference.
     SelfCheck(self_check::Args),
 }

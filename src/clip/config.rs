@@ -113,6 +113,27 @@ impl ClipConfig {
         )
     }
 
+    /// The demo's model: the real input geometry (224 px, 32 px patches, 7×7 + 1 tokens, as
+    /// ViT-B/32) with a tiny width and depth, so `dgs demo` trains in seconds on a CPU. Its text
+    /// side fits the demo's word-level tokenizer (vocabulary 64, end token 63).
+    pub fn demo() -> Self {
+        Self::new(
+            VisionConfig {
+                tower: tower(64, 128, 2, 4),
+                image_size: 224,
+                patch_size: 32,
+                num_channels: 3,
+            },
+            TextConfig {
+                tower: tower(32, 64, 1, 4),
+                vocab_size: 64,
+                max_position_embeddings: 16,
+                eos_token_id: 63,
+            },
+            32,
+        )
+    }
+
     fn new(vision_config: VisionConfig, text_config: TextConfig, projection_dim: usize) -> Self {
         Self {
             vision_config,

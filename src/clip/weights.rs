@@ -55,7 +55,7 @@ impl SeededWeights {
             Fill::Zeros => return vec![0.0; n],
             Fill::Seeded(seed) => seed,
         };
-        let mut rng = SplitMix64::new(seed ^ fnv1a(name));
+        let mut rng = SplitMix64::for_name(seed, name);
         let std_of = |fan: usize, gain: f64| gain / (fan.max(1) as f64).sqrt();
         let mut sample: Box<dyn FnMut(&mut SplitMix64) -> f64> = match init {
             Init::Const(c) => Box::new(move |_| c),
@@ -78,13 +78,6 @@ impl SeededWeights {
         };
         (0..n).map(|_| sample(&mut rng) as f32).collect()
     }
-}
-
-/// FNV-1a: a fixed, dependency-free hash of a tensor's name.
-fn fnv1a(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 impl SimpleBackend for SeededWeights {

@@ -12,6 +12,15 @@ impl SplitMix64 {
         Self { state: seed }
     }
 
+    /// A stream keyed by `seed` and a name (FNV-1a of its bytes), e.g. one per tensor, so
+    /// values do not depend on the order streams are made in.
+    pub fn for_name(seed: u64, name: &str) -> Self {
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Self::new(seed ^ hash)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

@@ -150,6 +150,27 @@ impl Detector {
         candle_nn::ops::sigmoid(&self.img_fc.logits(&f)?)
     }
 
+    /// Redraw every randomly initialised trainable from a seeded stream (candle's CPU generator
+    /// cannot be seeded), for reproducible runs: matrices uniform in `±1/√fan_in` (LoRA A as
+    /// peft's Kaiming-uniform bound, head weights as PyTorch's `Linear`), head biases zero, LoRA B
+    /// left at zero.
+    pub fn reseed(&self, seed: u64) -> Result<()> {
+        for (name, var) in self.all_trainables() {
+            let dims = var.dims().to_vec();
+            let t = match dims.as_slice() {
+                [rows, cols] if !name.ends_with("lora_B") => {
+                    let mut rng = crate::surgery::rng::SplitMix64::for_name(seed, &name);
+                    let b = 1.0 / (*cols as f64).sqrt();
+                    let v: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-b, b) as f32).collect();
+                    Tensor::from_vec(v, (*rows, *cols), var.device())?
+                }
+                _ => var.as_tensor().zeros_like()?,
+            };
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        Ok(())
+    }
+
     /// Save every trainable variable (both stages), `opt`'s moments and step, and `run` (any
     /// JSON: the run's configuration and progress) atomically to `path`.
     pub fn save_checkpoint(

@@ -15,7 +15,8 @@ use crate::clip::{Clip, Mode};
 use crate::ops::orthogonal_suppression;
 
 /// The method and its ablations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Variant {
     /// Help term and surgery (the paper's method).
     Dgs,

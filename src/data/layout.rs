@@ -1,0 +1,164 @@
+//! Finding the images of a data set and their labels, in the layouts the benchmarks use:
+//!
+//! - flat: `<root>/{0_real,1_fake}/…` — one subset named after `root`;
+//! - subsets: `<root>/<subset>/{0_real,1_fake}/…` (UniversalFakeDetect, AIGCDetectBench,
+//!   AIGIBench);
+//! - nested classes: `<root>/<subset>/<class>/{0_real,1_fake}/…` (ProGAN's car, cat, …) — the
+//!   classes of a subset are pooled into it.
+//!
+//! Inside `0_real` / `1_fake`, image files are found recursively (sorted, so the order is the same
+//! on every machine). Other files, and directories named like images, are listed as skipped.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{DataError, FileError};
+
+/// File extensions treated as images (case-insensitive).
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];
+
+const REAL: &str = "0_real";
+const FAKE: &str = "1_fake";
+
+/// One image and its label (0 real, 1 fake).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub path: PathBuf,
+    pub label: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subset {
+    pub name: String,
+    pub items: Vec<Item>,
+}
+
+impl Subset {
+    pub fn count(&self, label: u8) -> usize {
+        self.items.iter().filter(|i| i.label == label).count()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Discovery {
+    pub subsets: Vec<Subset>,
+    /// Entries that are not image files, with the reason.
+    pub skipped: Vec<FileError>,
+}
+
+impl Discovery {
+    /// Every image of every subset, in order.
+    pub fn all_items(&self) -> Vec<Item> {
+        self.subsets.iter().flat_map(|s| s.items.clone()).collect()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut v = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err(dir))?;
+    v.sort();
+    Ok(v)
+}
+
+fn has_split(dir: &Path) -> bool {
+    dir.join(REAL).is_dir() || dir.join(FAKE).is_dir()
+}
+
+fn is_image_name(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Collect images under `dir` (recursively) with `label`.
+fn collect(dir: &Path, label: u8, out: &mut Discovery, items: &mut Vec<Item>) -> Result<(), DataError> {
+    for p in sorted_entries(dir)? {
+        if p.is_dir() {
+            if is_image_name(&p) {
+                out.skipped
+                    .push(FileError::new(&p, "a directory named like an image; skipped"));
+            }
+            collect(&p, label, out, items)?;
+        } else if is_image_name(&p) {
+            items.push(Item {
+                path: p,
+                label,
+            });
+        } else {
+            out.skipped
+                .push(FileError::new(&p, "not an image file extension; skipped"));
+        }
+    }
+    Ok(())
+}
+
+fn collect_split(dir: &Path, out: &mut Discovery, items: &mut Vec<Item>) -> Result<(), DataError> {
+    for (name, label) in [(REAL, 0), (FAKE, 1)] {
+        let d = dir.join(name);
+        if d.is_dir() {
+            collect(&d, label, out, items)?;
+        }
+    }
+    Ok(())
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// Discover the subsets under `root` (see the module docs). Subsets come sorted by name; a root
+/// with no `0_real` / `1_fake` folder at any of the three depths is an error.
+pub fn discover(root: &Path) -> Result<Discovery, DataError> {
+    if !root.is_dir() {
+        return Err(DataError::Layout {
+            path: root.to_path_buf(),
+            message: "not a directory".into(),
+        });
+    }
+    let mut out = Discovery::default();
+    if has_split(root) {
+        let mut items = Vec::new();
+        collect_split(root, &mut out, &mut items)?;
+        out.subsets.push(Subset {
+            name: name_of(root),
+            items,
+        });
+        return Ok(out);
+    }
+    for sub in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
+        let mut items = Vec::new();
+        if has_split(&sub) {
+            collect_split(&sub, &mut out, &mut items)?;
+        } else {
+            for class in sorted_entries(&sub)?.into_iter().filter(|p| has_split(p)) {
+                collect_split(&class, &mut out, &mut items)?;
+            }
+        }
+        if !items.is_empty() {
+            out.subsets.push(Subset {
+                name: name_of(&sub),
+                items,
+            });
+        }
+    }
+    if out.subsets.is_empty() {
+        return Err(DataError::Layout {
+            path: root.to_path_buf(),
+            message: format!(
+                "no images found: expected <root>/{{{REAL},{FAKE}}}, <root>/<subset>/{{{REAL},{FAKE}}} or <root>/<subset>/<class>/{{{REAL},{FAKE}}}"
+            ),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,26 @@
+//! Images in, model-ready tensors out: data-set discovery in the layouts users have, safe
+//! decoding, the DGS-Net patch-selection transform and its augmentations, captions, a parallel
+//! loader with a bounded prefetch queue, and the synthetic families of the no-download demo.
+
+mod augment;
+mod captions;
+mod decode;
+mod error;
+mod layout;
+mod loader;
+mod patches;
+mod spectral;
+pub mod synthetic;
+mod transform;
+
+pub use augment::{Augment, gaussian_blur, jpeg_roundtrip};
+pub use captions::{Captions, MissingCaption};
+pub use decode::{MAX_PIXELS, load_rgb};
+pub use error::{DataError, FileError};
+pub use layout::{Discovery, IMAGE_EXTENSIONS, Item, Subset, discover};
+pub use loader::{LoadedBatch, Loader, LoaderConfig};
+pub use patches::{
+    GRID, OUT_SIZE, PATCH, ensure_min_size, patch_entropies, select_patches, selected_indices,
+};
+pub use spectral::SpectralEntropy;
+pub use transform::{IMAGENET_MEAN, IMAGENET_STD, Transform, sample_seed};

@@ -1,0 +1,19 @@
+//! The detector as a tool: training runs over image folders, evaluation reports, detection, and
+//! the no-download demo — joining the data pipeline ([`crate::data`]) to the model and trainers
+//! ([`crate::train`]). The `dgs` command line is a thin layer over this module.
+
+mod batch;
+pub mod demo;
+mod error;
+mod evaluate;
+mod progress;
+mod run;
+mod train;
+
+pub use batch::to_tensors;
+pub use error::PipelineError;
+pub use evaluate::{Scored, evaluate, score_items};
+pub use demo::{DemoOptions, DemoOutcome, run_demo};
+pub use progress::bar;
+pub use run::{EpochRecord, RunRecord, TrainPlan, load_detector, parse_device, parse_dtype};
+pub use train::{TrainOutcome, train};
