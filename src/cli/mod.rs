@@ -1,7 +1,12 @@
 //! The `dgs` command line.
 
+mod common;
 pub mod demo;
+pub mod detect;
+pub mod eval;
+pub mod export;
 pub mod self_check;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +26,14 @@ pub enum Command {
     /// Generate synthetic data and a tiny random CLIP, train DGS and plain LoRA, evaluate on
     /// held-out generator families, and write the table and charts (no downloads).
     Demo(demo::Args),
+    /// Train a detector on an image folder: stage 1 (linear probe), then stage 2 (DGS).
+    Train(train::Args),
+    /// Evaluate a trained detector per subset: accuracy, AP, real and fake accuracy.
+    Eval(eval::Args),
+    /// Print the probability that each image is AI-generated.
+    Detect(detect::Args),
+    /// Merge the trained LoRA into the base weights and write a Hugging Face CLIP folder.
+    Export(export::Args),
     /// Run every surgery op on seeded random inputs and compare it with the float64 reference.
     SelfCheck(self_check::Args),
 }

@@ -39,11 +39,15 @@ impl Augment {
         prob("JPEG probability", self.jpeg_prob)?;
         let (lo, hi) = self.blur_sigma;
         if !(lo >= 0.0 && hi >= lo && hi.is_finite()) {
-            return Err(format!("blur sigma range must be 0 ≤ lo ≤ hi, got {lo}..{hi}"));
+            return Err(format!(
+                "blur sigma range must be 0 ≤ lo ≤ hi, got {lo}..{hi}"
+            ));
         }
         let (lo, hi) = self.jpeg_quality;
         if !(1 <= lo && lo <= hi && hi <= 100) {
-            return Err(format!("JPEG quality range must be 1 ≤ lo ≤ hi ≤ 100, got {lo}..{hi}"));
+            return Err(format!(
+                "JPEG quality range must be 1 ≤ lo ≤ hi ≤ 100, got {lo}..{hi}"
+            ));
         }
         Ok(())
     }
@@ -107,7 +111,10 @@ pub fn gaussian_blur(img: &RgbImage, sigma: f64) -> RgbImage {
         dst
     };
     let out = pass(&pass(&src, true), false);
-    let bytes = out.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
+    let bytes = out
+        .iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect();
     RgbImage::from_raw(w as u32, h as u32, bytes).unwrap_or_else(|| img.clone())
 }
 

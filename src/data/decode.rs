@@ -25,13 +25,20 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, FileError> {
     if meta.len() == 0 {
         return Err(fail("empty file (0 bytes)".into()));
     }
+    // Judge by content, not by name: a text file called `x.png` is not a broken PNG.
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if image::guess_format(&head[..n]).is_err() {
+        return Err(fail(
+            "not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF)".into(),
+        ));
+    }
     let reader = ImageReader::open(path)
         .map_err(|e| fail(format!("cannot open: {e}")))?
         .with_guessed_format()
         .map_err(|e| fail(format!("cannot read: {e}")))?;
-    if reader.format().is_none() {
-        return Err(fail("not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF)".into()));
-    }
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| fail(format!("cannot decode: {e}")))?;
@@ -51,6 +58,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, FileError> {
     decoder
         .set_limits(limits)
         .map_err(|e| fail(format!("cannot decode: {e}")))?;
-    let img = DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("cannot decode: {e}")))?;
+    let img =
+        DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("cannot decode: {e}")))?;
     Ok(img.to_rgb8())
 }

@@ -80,19 +80,23 @@ fn is_image_name(p: &Path) -> bool {
 }
 
 /// Collect images under `dir` (recursively) with `label`.
-fn collect(dir: &Path, label: u8, out: &mut Discovery, items: &mut Vec<Item>) -> Result<(), DataError> {
+fn collect(
+    dir: &Path,
+    label: u8,
+    out: &mut Discovery,
+    items: &mut Vec<Item>,
+) -> Result<(), DataError> {
     for p in sorted_entries(dir)? {
         if p.is_dir() {
             if is_image_name(&p) {
-                out.skipped
-                    .push(FileError::new(&p, "a directory named like an image; skipped"));
+                out.skipped.push(FileError::new(
+                    &p,
+                    "a directory named like an image; skipped",
+                ));
             }
             collect(&p, label, out, items)?;
         } else if is_image_name(&p) {
-            items.push(Item {
-                path: p,
-                label,
-            });
+            items.push(Item { path: p, label });
         } else {
             out.skipped
                 .push(FileError::new(&p, "not an image file extension; skipped"));
@@ -161,4 +165,29 @@ pub fn discover(root: &Path) -> Result<Discovery, DataError> {
         });
     }
     Ok(out)
+}
+
+/// The inputs of `detect`: files as given (the decoder judges them), folders searched
+/// recursively for image files (sorted). Missing paths and folders named like images are
+/// reported.
+pub fn find_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileError>) {
+    let mut found = Vec::new();
+    let mut out = Discovery::default();
+    for p in paths {
+        if p.is_dir() {
+            let mut items = Vec::new();
+            if let Err(e) = collect(p, 0, &mut out, &mut items) {
+                out.skipped.push(FileError::new(p, e.to_string()));
+            }
+            found.extend(items.into_iter().map(|i| i.path));
+        } else if p.exists() {
+            found.push(p.clone());
+        } else {
+            out.skipped
+                .push(FileError::new(p, "no such file or directory"));
+        }
+    }
+    out.skipped
+        .retain(|f| !f.reason.starts_with("not an image file extension"));
+    (found, out.skipped)
 }

@@ -86,7 +86,8 @@ impl Loader {
         let (transform, cfg) = (self.transform, self.cfg);
         let mut order: Vec<usize> = (0..items.len()).collect();
         if cfg.shuffle {
-            SplitMix64::new(cfg.seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407)).shuffle(&mut order);
+            SplitMix64::new(cfg.seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407))
+                .shuffle(&mut order);
         }
         std::thread::spawn(move || {
             for chunk in order.chunks(cfg.batch_size) {

@@ -17,7 +17,7 @@ pub use augment::{Augment, gaussian_blur, jpeg_roundtrip};
 pub use captions::{Captions, MissingCaption};
 pub use decode::{MAX_PIXELS, load_rgb};
 pub use error::{DataError, FileError};
-pub use layout::{Discovery, IMAGE_EXTENSIONS, Item, Subset, discover};
+pub use layout::{Discovery, IMAGE_EXTENSIONS, Item, Subset, discover, find_images};
 pub use loader::{LoadedBatch, Loader, LoaderConfig};
 pub use patches::{
     GRID, OUT_SIZE, PATCH, ensure_min_size, patch_entropies, select_patches, selected_indices,

@@ -43,7 +43,9 @@ pub fn patch_entropies(img: &RgbImage) -> Vec<f64> {
         for c in 0..cols {
             for y in 0..PATCH {
                 for x in 0..PATCH {
-                    let p = img.get_pixel((c * PATCH + x) as u32, (r * PATCH + y) as u32).0;
+                    let p = img
+                        .get_pixel((c * PATCH + x) as u32, (r * PATCH + y) as u32)
+                        .0;
                     gray[y * PATCH + x] = (0.299 * f64::from(p[0])
                         + 0.587 * f64::from(p[1])
                         + 0.114 * f64::from(p[2]))

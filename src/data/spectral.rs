@@ -38,12 +38,14 @@ impl SpectralEntropy {
             *b = Complex64::new(g, 0.0);
         }
         // Rows, then columns.
-        self.fft.process_with_scratch(&mut self.buf, &mut self.scratch);
+        self.fft
+            .process_with_scratch(&mut self.buf, &mut self.scratch);
         for x in 0..n {
             for y in 0..n {
                 self.col[y] = self.buf[y * n + x];
             }
-            self.fft.process_with_scratch(&mut self.col, &mut self.scratch);
+            self.fft
+                .process_with_scratch(&mut self.col, &mut self.scratch);
             for y in 0..n {
                 self.buf[y * n + x] = self.col[y];
             }

@@ -90,7 +90,11 @@ fn scene(size: usize, rng: &mut SplitMix64) -> Scene {
     let lum = pink_field(size, alpha, rng);
     let chroma1 = pink_field(size, alpha, rng);
     let chroma2 = pink_field(size, alpha, rng);
-    let base = [rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.6)];
+    let base = [
+        rng.uniform(0.3, 0.6),
+        rng.uniform(0.3, 0.6),
+        rng.uniform(0.3, 0.6),
+    ];
     let mut field: Vec<[f64; 3]> = (0..size * size)
         .map(|i| {
             let l = 0.12 * lum[i];
@@ -166,7 +170,8 @@ pub fn fake(family: Family, size: usize, rng: &mut SplitMix64) -> (RgbImage, Str
                     let mut acc = [0.0; 3];
                     for (dy, ky) in k.iter().enumerate() {
                         for (dx, kx) in k.iter().enumerate() {
-                            let (sy, sx) = (y as isize + dy as isize - 1, x as isize + dx as isize - 1);
+                            let (sy, sx) =
+                                (y as isize + dy as isize - 1, x as isize + dx as isize - 1);
                             if sy < 0 || sx < 0 || sy % 2 == 1 || sx % 2 == 1 {
                                 continue;
                             }
@@ -216,15 +221,30 @@ pub fn fake(family: Family, size: usize, rng: &mut SplitMix64) -> (RgbImage, Str
                     l + sat * (px[2] - l) - 0.05,
                 ];
             }
-            (to_image(&s.field, size, SENSOR_NOISE * 0.5, rng), caption(&s))
+            (
+                to_image(&s.field, size, SENSOR_NOISE * 0.5, rng),
+                caption(&s),
+            )
         }
     }
 }
 
 /// The words the demo's captions use (the demo's tokenizer vocabulary).
 pub const CAPTION_WORDS: &[&str] = &[
-    "a", "photo", "of", "one", "two", "three", "four", "soft", "shapes", "on", "warm", "cool",
-    "textured", "background",
+    "a",
+    "photo",
+    "of",
+    "one",
+    "two",
+    "three",
+    "four",
+    "soft",
+    "shapes",
+    "on",
+    "warm",
+    "cool",
+    "textured",
+    "background",
 ];
 
 fn caption(s: &Scene) -> String {

@@ -52,7 +52,8 @@ pub fn accuracy_chart(report: &Report, title: &str, path: &Path) -> Result<(), S
             .find(|r| r.method == method && r.subset == subset)
             .map(|r| 100.0 * r.metrics.accuracy)
     };
-    let root = BitMapBackend::new(path, (160 + 170 * subsets.len() as u32, 480)).into_drawing_area();
+    let root =
+        BitMapBackend::new(path, (160 + 170 * subsets.len() as u32, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let n = subsets.len();
     let mut chart = ChartBuilder::on(&root)
@@ -87,10 +88,17 @@ pub fn accuracy_chart(report: &Report, title: &str, path: &Path) -> Result<(), S
             .filter_map(|(si, s)| {
                 let v = value(method, s)?;
                 let x0 = si as f64 + 0.1 + mi as f64 * width;
-                Some(Rectangle::new([(x0, 0.0), (x0 + width, v)], colour.filled()))
+                Some(Rectangle::new(
+                    [(x0, 0.0), (x0 + width, v)],
+                    colour.filled(),
+                ))
             })
             .collect();
-        let name = if method.is_empty() { "model" } else { method.as_str() };
+        let name = if method.is_empty() {
+            "model"
+        } else {
+            method.as_str()
+        };
         chart
             .draw_series(bars)
             .map_err(|x| e(x.to_string()))?

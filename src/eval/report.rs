@@ -86,7 +86,15 @@ impl Report {
         out
     }
 
-    const HEADER: [&'static str; 7] = ["method", "subset", "real/fake", "acc", "AP", "r_acc", "f_acc"];
+    const HEADER: [&'static str; 7] = [
+        "method",
+        "subset",
+        "real/fake",
+        "acc",
+        "AP",
+        "r_acc",
+        "f_acc",
+    ];
 
     /// A fixed-width text table (percentages).
     pub fn to_text(&self) -> String {

@@ -98,7 +98,8 @@ fn write_split(
             };
             let rel = format!("{}/{class}/{i:04}.png", family.name());
             let path = root.join(&rel);
-            img.save(&path).map_err(|e| PipelineError::Invalid(format!("{}: {e}", path.display())))?;
+            img.save(&path)
+                .map_err(|e| PipelineError::Invalid(format!("{}: {e}", path.display())))?;
             Ok((path.display().to_string(), caption))
         })
         .collect();
@@ -113,7 +114,9 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
         }
     };
     say("dgs demo — a tiny random CLIP trained on synthetic images, with no downloads.");
-    say("Note: this is NOT the paper's pretrained ViT-L/14: the model is a tiny random CLIP, so the");
+    say(
+        "Note: this is NOT the paper's pretrained ViT-L/14: the model is a tiny random CLIP, so the",
+    );
     say("numbers show the pipeline working, not the method's published accuracy.\n");
     let data = opts.out.join("data");
     let started = std::time::Instant::now();
@@ -168,10 +171,8 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
             ..LoraConfig::default()
         };
         let det = Detector::from_hf(&model_dir, dtype, &device, lora)?;
-        det.reseed(opts.seed).map_err(|source| PipelineError::Compute {
-            context: "seeding the adapters and heads".into(),
-            source,
-        })?;
+        det.reseed(opts.seed)
+            .map_err(|source| PipelineError::compute("seeding the adapters and heads", source))?;
         let plan = TrainPlan {
             stage1_epochs: opts.stage1_epochs,
             stage2_epochs: opts.stage2_epochs,
@@ -198,11 +199,20 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
         let mut r = evaluate(&det, &test_data, method, 64, dtype, &device, opts.quiet)?;
         for row in &mut r.rows {
             let seen = TRAIN_FAMILIES.iter().any(|f| f.name() == row.subset);
-            row.subset = format!("{} ({})", row.subset, if seen { "trained" } else { "held-out" });
+            row.subset = format!(
+                "{} ({})",
+                row.subset,
+                if seen { "trained" } else { "held-out" }
+            );
         }
         report.rows.extend(r.rows);
         report.skipped.extend(r.skipped);
-        let stage2: Vec<_> = outcome.record.history.iter().filter(|e| e.stage == 2).collect();
+        let stage2: Vec<_> = outcome
+            .record
+            .history
+            .iter()
+            .filter(|e| e.stage == 2)
+            .collect();
         let losses: Vec<(f64, f64)> = stage2
             .iter()
             .flat_map(|e| e.step_l_img.iter())
@@ -234,13 +244,27 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
     write("report.json", report.to_json().to_string(), &mut files)?;
     let charts = [
         ("accuracy.png", None),
-        ("loss.png", Some((&loss_curves, "stage-2 image loss L_img", "step"))),
-        ("forgetting.png", Some((&forgetting_curves, "features kept (cosine to frozen CLIP)", "epoch"))),
+        (
+            "loss.png",
+            Some((&loss_curves, "stage-2 image loss L_img", "step")),
+        ),
+        (
+            "forgetting.png",
+            Some((
+                &forgetting_curves,
+                "features kept (cosine to frozen CLIP)",
+                "epoch",
+            )),
+        ),
     ];
     for (name, curves) in charts {
         let p = opts.out.join(name);
         match curves {
-            None => accuracy_chart(&report, "accuracy by family (tiny random CLIP, synthetic data)", &p),
+            None => accuracy_chart(
+                &report,
+                "accuracy by family (tiny random CLIP, synthetic data)",
+                &p,
+            ),
             Some((c, title, x)) => training_chart(c, title, x, &p),
         }
         .map_err(PipelineError::Invalid)?;
@@ -250,7 +274,11 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
     say(&format!(
         "finished in {:.1} s; written: {}",
         started.elapsed().as_secs_f64(),
-        files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     Ok(DemoOutcome { report, files })
 }

@@ -5,7 +5,7 @@ use crate::train::checkpoint::CheckpointError;
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Load(Box<LoadError>),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -14,7 +14,7 @@ pub enum PipelineError {
     Compute {
         context: String,
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     #[error("{0}")]
     Invalid(String),
@@ -26,6 +26,21 @@ pub enum PipelineError {
     },
 }
 
+impl From<LoadError> for PipelineError {
+    fn from(e: LoadError) -> Self {
+        Self::Load(Box::new(e))
+    }
+}
+
+impl PipelineError {
+    pub fn compute(context: impl Into<String>, source: candle_core::Error) -> Self {
+        Self::Compute {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
 /// Attach what was being done to a candle error.
 pub(crate) trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, PipelineError>;
@@ -33,9 +48,6 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for candle_core::Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, PipelineError> {
-        self.map_err(|source| PipelineError::Compute {
-            context: what(),
-            source,
-        })
+        self.map_err(|source| PipelineError::compute(what(), source))
     }
 }

@@ -75,7 +75,9 @@ pub fn evaluate(
             false => format!("{method}: {}", subset.name),
         };
         let scored = score_items(det, &subset.items, batch_size, dtype, device, &label, quiet)?;
-        report.skipped.extend(scored.failed.iter().map(|f| f.to_string()));
+        report
+            .skipped
+            .extend(scored.failed.iter().map(|f| f.to_string()));
         if scored.scores.is_empty() {
             continue;
         }

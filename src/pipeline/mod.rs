@@ -11,9 +11,9 @@ mod run;
 mod train;
 
 pub use batch::to_tensors;
+pub use demo::{DemoOptions, DemoOutcome, run_demo};
 pub use error::PipelineError;
 pub use evaluate::{Scored, evaluate, score_items};
-pub use demo::{DemoOptions, DemoOutcome, run_demo};
 pub use progress::bar;
 pub use run::{EpochRecord, RunRecord, TrainPlan, load_detector, parse_device, parse_dtype};
 pub use train::{TrainOutcome, train};

@@ -143,21 +143,25 @@ pub fn parse_device(name: &str) -> Result<Device, PipelineError> {
     match name {
         "cpu" => Ok(Device::Cpu),
         n if n == "cuda" || n.starts_with("cuda:") => {
-            let ordinal: usize = n
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), str::parse)
-                .map_err(|_| PipelineError::Invalid(format!("bad device `{n}`: use cuda or cuda:N")))?;
+            let ordinal: usize =
+                n.strip_prefix("cuda:")
+                    .map_or(Ok(0), str::parse)
+                    .map_err(|_| {
+                        PipelineError::Invalid(format!("bad device `{n}`: use cuda or cuda:N"))
+                    })?;
             if !cfg!(feature = "cuda") {
                 return Err(PipelineError::Invalid(
-                    "this dgs was built without CUDA support: rebuild with `--features cuda`".into(),
+                    "this dgs was built without CUDA support: rebuild with `--features cuda`"
+                        .into(),
                 ));
             }
-            Device::new_cuda(ordinal).map_err(|source| PipelineError::Compute {
-                context: format!("opening CUDA device {ordinal}"),
-                source,
+            Device::new_cuda(ordinal).map_err(|source| {
+                PipelineError::compute(format!("opening CUDA device {ordinal}"), source)
             })
         }
-        n => Err(PipelineError::Invalid(format!("unknown device `{n}`: use cpu or cuda"))),
+        n => Err(PipelineError::Invalid(format!(
+            "unknown device `{n}`: use cpu or cuda"
+        ))),
     }
 }
 
@@ -168,7 +172,11 @@ pub fn parse_dtype(name: &str, device: &Device) -> Result<DType, PipelineError> 
         "f32" => DType::F32,
         "f16" => DType::F16,
         "bf16" => DType::BF16,
-        n => return Err(PipelineError::Invalid(format!("unknown dtype `{n}`: use f32, f16 or bf16"))),
+        n => {
+            return Err(PipelineError::Invalid(format!(
+                "unknown dtype `{n}`: use f32, f16 or bf16"
+            )));
+        }
     };
     if d == DType::BF16 && device.is_cpu() {
         return Err(PipelineError::Invalid(

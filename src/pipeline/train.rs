@@ -82,22 +82,47 @@ pub fn train(
     if let Some(path) = resume {
         let loaded = det.restore_checkpoint(path, device)?;
         let r = RunRecord::from_json(&loaded.config, path)?;
-        if r.plan != *plan || r.model != det.clip.config {
+        // Epoch counts may grow (train longer); every other option must match.
+        let same_run = TrainPlan {
+            stage1_epochs: plan.stage1_epochs,
+            stage2_epochs: plan.stage2_epochs,
+            ..r.plan.clone()
+        } == *plan;
+        if !same_run || r.model != det.clip.config {
             return Err(PipelineError::Invalid(format!(
-                "{}: recorded with another plan or model; resume with the same options",
+                "{}: recorded with other options or another model; resume with the same options \
+                 (only the epoch counts may change)",
                 path.display()
             )));
         }
-        record = r;
+        if r.stage2_done > 0 && plan.stage1_epochs != r.plan.stage1_epochs {
+            return Err(PipelineError::Invalid(format!(
+                "{}: stage 2 has started; stage-1 epochs cannot change now",
+                path.display()
+            )));
+        }
+        record = RunRecord {
+            plan: plan.clone(),
+            ..r
+        };
         resumed = Some(loaded);
     }
+
+    // The optimizer state in a checkpoint is that of the stage it was written in.
+    let resumed_in_stage2 = record.stage2_done > 0;
 
     // Hold out a few images (never trained on) for the forgetting metric.
     let mut order: Vec<usize> = (0..items.len()).collect();
     SplitMix64::new(plan.seed ^ 0x5EED).shuffle(&mut order);
     let holdout_n = plan.holdout.min(items.len() / 10);
-    let holdout: Vec<Item> = order[..holdout_n].iter().map(|&i| items[i].clone()).collect();
-    let mut train_items: Vec<Item> = order[holdout_n..].iter().map(|&i| items[i].clone()).collect();
+    let holdout: Vec<Item> = order[..holdout_n]
+        .iter()
+        .map(|&i| items[i].clone())
+        .collect();
+    let mut train_items: Vec<Item> = order[holdout_n..]
+        .iter()
+        .map(|&i| items[i].clone())
+        .collect();
     train_items.sort_by(|a, b| a.path.cmp(&b.path));
     if train_items.is_empty() {
         return Err(PipelineError::Invalid("no training images".into()));
@@ -143,7 +168,11 @@ pub fn train(
                 .context(|| "restoring the stage-1 optimizer".into())?;
         }
         for epoch in record.stage1_done..plan.stage1_epochs {
-            let pb = bar(n_images, format!("stage 1 epoch {}/{}", epoch + 1, plan.stage1_epochs), quiet);
+            let pb = bar(
+                n_images,
+                format!("stage 1 epoch {}/{}", epoch + 1, plan.stage1_epochs),
+                quiet,
+            );
             let mut losses = Vec::new();
             let mut failed = Vec::new();
             let batches = loader.epoch(epoch as u64).filter_map(|b| {
@@ -186,18 +215,28 @@ pub fn train(
         if let Some(s) = record.scaler {
             t2 = t2.with_loss_scaling(s);
         }
-        if let Some(l) = resumed.take() {
+        if let Some(l) = resumed.take().filter(|_| resumed_in_stage2) {
             t2.opt
                 .restore(&l.optimizer, l.step)
                 .context(|| "restoring the stage-2 optimizer".into())?;
         }
         for epoch in record.stage2_done..plan.stage2_epochs {
-            let pb = bar(n_images, format!("stage 2 epoch {}/{}", epoch + 1, plan.stage2_epochs), quiet);
+            let pb = bar(
+                n_images,
+                format!("stage 2 epoch {}/{}", epoch + 1, plan.stage2_epochs),
+                quiet,
+            );
             let mut losses = Vec::new();
             let mut failed = Vec::new();
             let batches = loader.epoch(1_000_000 + epoch as u64).filter_map(|b| {
                 pb.inc(b.len() as u64);
-                match to_tensors(b, loader.items(), Some((captions, tokenizer)), dtype, device) {
+                match to_tensors(
+                    b,
+                    loader.items(),
+                    Some((captions, tokenizer)),
+                    dtype,
+                    device,
+                ) {
                     Ok((Some(ob), rest)) => {
                         failed.extend(rest.failed);
                         Some(Ok(ob))

@@ -161,7 +161,9 @@ impl Detector {
                 [rows, cols] if !name.ends_with("lora_B") => {
                     let mut rng = crate::surgery::rng::SplitMix64::for_name(seed, &name);
                     let b = 1.0 / (*cols as f64).sqrt();
-                    let v: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-b, b) as f32).collect();
+                    let v: Vec<f32> = (0..rows * cols)
+                        .map(|_| rng.uniform(-b, b) as f32)
+                        .collect();
                     Tensor::from_vec(v, (*rows, *cols), var.device())?
                 }
                 _ => var.as_tensor().zeros_like()?,

@@ -1,0 +1,43 @@
+//! Options shared by the commands that run a model.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use clap::Args as ClapArgs;
+use dgs::pipeline::{PipelineError, parse_device, parse_dtype};
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ModelArgs {
+    /// Hugging Face CLIP folder (config.json, model.safetensors, tokenizer.json), e.g.
+    /// openai/clip-vit-large-patch14 as downloaded.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype of the frozen weights: f32, f16 (loss-scaled in training) or bf16 (GPU).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl ModelArgs {
+    pub fn device_dtype(&self) -> Result<(Device, DType), PipelineError> {
+        let device = parse_device(&self.device)?;
+        let dtype = parse_dtype(&self.dtype, &device)?;
+        Ok((device, dtype))
+    }
+}
+
+/// Print the files that were left out, and how many.
+pub fn print_skipped<S: std::fmt::Display>(skipped: &[S]) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!("\n{} file(s) skipped:", skipped.len());
+    for s in skipped.iter().take(50) {
+        eprintln!("  {s}");
+    }
+    if skipped.len() > 50 {
+        eprintln!("  … and {} more", skipped.len() - 50);
+    }
+}

@@ -1,0 +1,460 @@
+//! The data pipeline and the metrics: hand-computed metric cases, spectral entropy, patch
+//! selection, layouts, captions, decoding of awkward files, transforms and the loader.
+
+use std::path::{Path, PathBuf};
+
+use dgs::data::{
+    Augment, Captions, Item, Loader, LoaderConfig, MissingCaption, PATCH, Transform, discover,
+    ensure_min_size, gaussian_blur, load_rgb, patch_entropies, select_patches, selected_indices,
+};
+use dgs::eval::{average_precision, subset_metrics};
+use dgs::surgery::rng::SplitMix64;
+use image::{Rgb, RgbImage};
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dgs-data-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+#[test]
+fn average_precision_matches_hand_computed_cases() {
+    // P@1 = 1 (R ½), P@3 = ⅔ (R 1): ½·1 + ½·⅔.
+    let ap = average_precision(&[0.9, 0.8, 0.7, 0.6], &[1, 0, 1, 0]);
+    assert!(close(ap, 0.5 + 1.0 / 3.0), "{ap}");
+    // Three tied at 0.5 enter together: R ⅔, P ⅔; then R 1, P ¾.
+    let ap = average_precision(&[0.5, 0.5, 0.5, 0.1], &[1, 0, 1, 1]);
+    assert!(close(ap, 4.0 / 9.0 + 0.25), "{ap}");
+    // Order inside a tie does not matter.
+    let ap2 = average_precision(&[0.5, 0.5, 0.5, 0.1], &[0, 1, 1, 1]);
+    assert!(close(ap, ap2));
+    assert!(close(average_precision(&[0.2, 0.9], &[1, 1]), 1.0));
+    assert!(
+        close(average_precision(&[0.2, 0.9], &[0, 0]), 0.0),
+        "no positives: 0 like sklearn"
+    );
+    // Perfect ranking, and the reverse.
+    assert!(close(
+        average_precision(&[0.1, 0.2, 0.8, 0.9], &[0, 0, 1, 1]),
+        1.0
+    ));
+    let worst = average_precision(&[0.9, 0.8, 0.2, 0.1], &[0, 0, 1, 1]);
+    assert!(close(worst, 0.5 * (1.0 / 3.0) + 0.5 * 0.5), "{worst}");
+}
+
+#[test]
+fn accuracies_use_a_strict_half_threshold_and_handle_one_class_subsets() {
+    let m = subset_metrics(&[0.5, 0.51, 0.2, 0.9], &[0, 0, 1, 1]);
+    assert_eq!((m.n_real, m.n_fake), (2, 2));
+    assert!(close(m.accuracy, 0.5)); // 0.5 → real (correct), 0.51 → fake (wrong), 0.2 wrong, 0.9 right
+    assert_eq!(m.real_accuracy, Some(0.5));
+    assert_eq!(m.fake_accuracy, Some(0.5));
+    let fakes = subset_metrics(&[0.7, 0.2, 0.6], &[1, 1, 1]);
+    assert_eq!(fakes.real_accuracy, None);
+    assert!(close(fakes.fake_accuracy.unwrap(), 2.0 / 3.0));
+    assert!(close(fakes.average_precision, 1.0));
+}
+
+fn gray_patch(mut f: impl FnMut(usize, usize) -> f64) -> Vec<f64> {
+    (0..PATCH * PATCH)
+        .map(|i| f(i % PATCH, i / PATCH))
+        .collect()
+}
+
+#[test]
+fn spectral_entropy_of_known_patches() {
+    let mut s = dgs::data::SpectralEntropy::new(PATCH);
+    // All power in the DC term: zero entropy.
+    assert!(s.entropy(&gray_patch(|_, _| 0.7)).abs() < 1e-9);
+    assert!(s.entropy(&gray_patch(|_, _| 0.0)).abs() < 1e-9);
+    // A 0/1 checkerboard: DC and the (N/2, N/2) term, equal power: exactly one bit.
+    let h = s.entropy(&gray_patch(|x, y| ((x + y) % 2) as f64));
+    assert!((h - 1.0).abs() < 1e-9, "{h}");
+    // Zero-mean white noise spreads power over all 1024 terms: close to log₂ 1024 = 10 bits.
+    let mut rng = SplitMix64::new(1);
+    let h = s.entropy(&gray_patch(|_, _| rng.next_f64() - 0.5));
+    assert!(h > 8.0 && h < 10.0, "{h}");
+}
+
+/// A 256×256 image of 64 patches, patch `rank` a checkerboard of amplitude growing with
+/// `rank` (so its entropy grows with it), placed at a scrambled position.
+fn ranked_patches() -> (RgbImage, Vec<usize>) {
+    let mut pos: Vec<usize> = (0..64).collect();
+    SplitMix64::new(9).shuffle(&mut pos);
+    let mut img = RgbImage::new(256, 256);
+    for (rank, &p) in pos.iter().enumerate() {
+        let amp = 1.0 + rank as f64 * 1.5;
+        let (r0, c0) = ((p / 8) * PATCH, (p % 8) * PATCH);
+        for y in 0..PATCH {
+            for x in 0..PATCH {
+                let sign = if (x + y) % 2 == 0 { 1.0 } else { -1.0 };
+                let v = (120.0 + sign * amp).round() as u8;
+                img.put_pixel((c0 + x) as u32, (r0 + y) as u32, Rgb([v, v, v]));
+            }
+        }
+    }
+    (img, pos)
+}
+
+#[test]
+fn patch_selection_keeps_the_24_lowest_and_25_highest() {
+    let (img, pos) = ranked_patches();
+    let ent = patch_entropies(&img);
+    assert_eq!(ent.len(), 64);
+    for w in 0..63 {
+        assert!(ent[pos[w]] < ent[pos[w + 1]], "entropy grows with rank");
+    }
+    let mut want: Vec<usize> = pos[..24].iter().chain(&pos[39..]).copied().collect();
+    let mut got = selected_indices(&ent);
+    assert_eq!(got[..24], want[..24], "lowest first, in entropy order");
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+
+    // The stitched image holds exactly those patches, shuffled, and nothing else.
+    let out = select_patches(img.clone(), &mut SplitMix64::new(3));
+    assert_eq!(out.dimensions(), (224, 224));
+    let tile = |im: &RgbImage, r: usize, c: usize| -> Vec<u8> {
+        (0..PATCH)
+            .flat_map(|y| (0..PATCH).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                im.get_pixel((c * PATCH + x) as u32, (r * PATCH + y) as u32)
+                    .0[0]
+            })
+            .collect()
+    };
+    let mut source: Vec<Vec<u8>> = want.iter().map(|&p| tile(&img, p / 8, p % 8)).collect();
+    let mut stitched: Vec<Vec<u8>> = (0..49).map(|i| tile(&out, i / 7, i % 7)).collect();
+    let in_order = stitched.clone();
+    source.sort();
+    stitched.sort();
+    assert_eq!(source, stitched);
+    let again = select_patches(img, &mut SplitMix64::new(4));
+    let other: Vec<Vec<u8>> = (0..49).map(|i| tile(&again, i / 7, i % 7)).collect();
+    assert_ne!(in_order, other, "another seed, another arrangement");
+}
+
+#[test]
+fn small_and_thin_images_are_stretched_to_224_before_selection() {
+    assert_eq!(
+        ensure_min_size(RgbImage::new(1, 300)).dimensions(),
+        (224, 300)
+    );
+    assert_eq!(
+        ensure_min_size(RgbImage::new(100, 50)).dimensions(),
+        (224, 224)
+    );
+    assert_eq!(
+        ensure_min_size(RgbImage::new(300, 500)).dimensions(),
+        (300, 500)
+    );
+    for (w, h) in [(1, 1), (1, 5000), (31, 31), (224, 224), (225, 257)] {
+        let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
+        let out = select_patches(img, &mut SplitMix64::new(1));
+        assert_eq!(out.dimensions(), (224, 224), "{w}×{h}");
+    }
+}
+
+fn touch(p: &Path) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    RgbImage::new(4, 4).save(p).unwrap();
+}
+
+#[test]
+fn every_layout_is_discovered() {
+    let flat = tmp("flat");
+    touch(&flat.join("0_real/a.png"));
+    touch(&flat.join("1_fake/b.png"));
+    touch(&flat.join("1_fake/deeper/c.PNG"));
+    std::fs::write(flat.join("1_fake/notes.txt"), "x").unwrap();
+    std::fs::create_dir_all(flat.join("0_real/folder.jpg")).unwrap();
+    let d = discover(&flat).unwrap();
+    assert_eq!(d.subsets.len(), 1);
+    assert_eq!(d.subsets[0].count(0), 1);
+    assert_eq!(d.subsets[0].count(1), 2);
+    assert_eq!(d.skipped.len(), 2, "{:?}", d.skipped);
+    assert!(
+        d.skipped
+            .iter()
+            .any(|s| s.reason.contains("directory named like an image"))
+    );
+
+    let subsets = tmp("subsets");
+    for s in ["biggan", "stylegan"] {
+        touch(&subsets.join(s).join("0_real/1.png"));
+        touch(&subsets.join(s).join("1_fake/1.png"));
+    }
+    let d = discover(&subsets).unwrap();
+    let names: Vec<&str> = d.subsets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["biggan", "stylegan"]);
+
+    let nested = tmp("nested");
+    for class in ["car", "cat", "horse"] {
+        touch(&nested.join("progan").join(class).join("0_real/1.png"));
+        touch(&nested.join("progan").join(class).join("1_fake/1.png"));
+    }
+    touch(&nested.join("dalle/0_real/1.png"));
+    let d = discover(&nested).unwrap();
+    assert_eq!(d.subsets.len(), 2);
+    let progan = d.subsets.iter().find(|s| s.name == "progan").unwrap();
+    assert_eq!((progan.count(0), progan.count(1)), (3, 3), "classes pooled");
+
+    let empty = tmp("empty");
+    let e = discover(&empty).unwrap_err().to_string();
+    assert!(e.contains("no images found") && e.contains("0_real"), "{e}");
+    for d in [flat, subsets, nested, empty] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn captions_match_by_trailing_path_and_refuse_to_guess() {
+    let map = [
+        ("./dataset/train/car/0_real/1.png", "a red car"),
+        ("./dataset/train/cat/0_real/1.png", "a cat"),
+        ("x/0_real/2.png", "two"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let c = Captions::from_map(map, MissingCaption::Error, "captions.json".into());
+    assert_eq!(
+        c.get(Path::new("/data/train/car/0_real/1.png")).unwrap(),
+        "a red car"
+    );
+    assert_eq!(c.get(Path::new("/elsewhere/0_real/2.png")).unwrap(), "two");
+    // `0_real/1.png` alone is ambiguous (car or cat): not guessed.
+    let e = c.get(Path::new("/data/dog/0_real/1.png")).unwrap_err();
+    assert!(e.contains("no caption in captions.json"), "{e}");
+    let map2 = [("a/1.png".to_string(), "x".to_string())]
+        .into_iter()
+        .collect();
+    let f = Captions::from_map(map2, MissingCaption::Fallback("a photo".into()), "m".into());
+    assert_eq!(f.get(Path::new("/z/9.png")).unwrap(), "a photo");
+}
+
+/// Awkward but valid images decode to RGB; broken ones fail with a reason naming the problem.
+#[test]
+fn awkward_files_decode_or_fail_with_a_reason() {
+    let d = tmp("decode");
+    let gray = image::GrayImage::from_fn(40, 30, |x, _| image::Luma([(x * 6) as u8]));
+    gray.save(d.join("gray.png")).unwrap();
+    let rgba = image::RgbaImage::from_fn(20, 20, |_, _| image::Rgba([10, 20, 30, 0]));
+    rgba.save(d.join("rgba.png")).unwrap();
+    let deep: image::ImageBuffer<Rgb<u16>, Vec<u16>> =
+        image::ImageBuffer::from_fn(8, 8, |_, _| Rgb([65535, 32768, 0]));
+    deep.save(d.join("deep.png")).unwrap();
+    {
+        let f = std::fs::File::create(d.join("palette.png")).unwrap();
+        let mut enc = png::Encoder::new(f, 4, 2);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette(vec![255, 0, 0, 0, 0, 255]);
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&[0, 1, 0, 1, 1, 0, 1, 0]).unwrap();
+    }
+    {
+        let f = std::fs::File::create(d.join("anim.gif")).unwrap();
+        let mut enc = image::codecs::gif::GifEncoder::new(f);
+        let frames = [[255u8, 0, 0, 255], [0, 255, 0, 255]]
+            .map(|c| image::Frame::new(image::RgbaImage::from_pixel(6, 6, image::Rgba(c))));
+        enc.encode_frames(frames).unwrap();
+    }
+    {
+        let enc = jpeg_encoder::Encoder::new_file(d.join("cmyk.jpg"), 90).unwrap();
+        let data: Vec<u8> = (0..16 * 16).flat_map(|_| [0u8, 255, 255, 0]).collect();
+        enc.encode(&data, 16, 16, jpeg_encoder::ColorType::Cmyk)
+            .unwrap();
+    }
+    RgbImage::from_pixel(1, 700, Rgb([1, 2, 3]))
+        .save(d.join("thin.png"))
+        .unwrap();
+
+    assert_eq!(
+        load_rgb(&d.join("gray.png")).unwrap().get_pixel(5, 0).0,
+        [30, 30, 30]
+    );
+    assert_eq!(
+        load_rgb(&d.join("rgba.png")).unwrap().get_pixel(0, 0).0,
+        [10, 20, 30]
+    );
+    assert_eq!(
+        load_rgb(&d.join("deep.png")).unwrap().get_pixel(0, 0).0,
+        [255, 128, 0]
+    );
+    assert_eq!(
+        load_rgb(&d.join("palette.png")).unwrap().get_pixel(1, 0).0,
+        [0, 0, 255]
+    );
+    assert_eq!(
+        load_rgb(&d.join("anim.gif")).unwrap().get_pixel(2, 2).0,
+        [255, 0, 0],
+        "first frame"
+    );
+    let cmyk = load_rgb(&d.join("cmyk.jpg")).unwrap();
+    assert_eq!(cmyk.dimensions(), (16, 16));
+    assert_eq!(
+        load_rgb(&d.join("thin.png")).unwrap().dimensions(),
+        (1, 700)
+    );
+
+    std::fs::write(d.join("empty.png"), b"").unwrap();
+    let mut good = Vec::new();
+    RgbImage::from_pixel(64, 64, Rgb([9, 9, 9]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut good),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    std::fs::write(d.join("truncated.png"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(d.join("text.png"), b"this is not an image at all").unwrap();
+    std::fs::create_dir_all(d.join("dir.png")).unwrap();
+    {
+        // A header declaring 100000×100000 and a few bytes of pixel data: refused from the
+        // header, before anything of that size is allocated.
+        let f = std::fs::File::create(d.join("bomb.png")).unwrap();
+        let mut enc = png::Encoder::new(f, 100_000, 100_000);
+        enc.set_color(png::ColorType::Rgb);
+        let mut w = enc.write_header().unwrap();
+        w.write_chunk(
+            png::chunk::IDAT,
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        )
+        .unwrap();
+    }
+    let reason = |name: &str| load_rgb(&d.join(name)).unwrap_err().to_string();
+    assert!(reason("empty.png").contains("empty file"));
+    assert!(
+        reason("truncated.png").contains("cannot decode"),
+        "{}",
+        reason("truncated.png")
+    );
+    assert!(
+        reason("text.png").contains("not an image"),
+        "{}",
+        reason("text.png")
+    );
+    assert!(reason("dir.png").contains("directory"));
+    assert!(reason("missing.png").contains("cannot read"));
+    let bomb = reason("bomb.png");
+    assert!(
+        bomb.contains("over the limit") && bomb.contains("100000×100000"),
+        "{bomb}"
+    );
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn transforms_are_seeded_and_the_eval_transform_never_flips() {
+    let mut rng = SplitMix64::new(5);
+    let img = RgbImage::from_fn(256, 256, |_, _| {
+        Rgb([
+            rng.below(256) as u8,
+            rng.below(256) as u8,
+            rng.below(256) as u8,
+        ])
+    });
+    let train = Transform::train(Augment::default());
+    let a = train.apply(img.clone(), 11).unwrap();
+    assert_eq!(a.len(), 3 * 224 * 224);
+    assert_eq!(
+        a,
+        train.apply(img.clone(), 11).unwrap(),
+        "same seed, same pixels"
+    );
+    assert_ne!(a, train.apply(img.clone(), 12).unwrap());
+    let e = Transform::eval();
+    assert_eq!(e.apply(img.clone(), 1).unwrap().len(), a.len());
+    // ImageNet normalisation: black is −mean/std.
+    let black = e.apply(RgbImage::new(224, 224), 0).unwrap();
+    assert!((black[0] - (-0.485 / 0.229)).abs() < 1e-6);
+    assert!((black[2 * 224 * 224] - (-0.406 / 0.225)).abs() < 1e-6);
+}
+
+#[test]
+fn augmentations_blur_and_recompress() {
+    let img = RgbImage::from_fn(48, 48, |x, y| {
+        let v = if (x / 4 + y / 4) % 2 == 0 { 250 } else { 5 };
+        Rgb([v, v, v])
+    });
+    assert_eq!(gaussian_blur(&img, 0.0), img);
+    let var = |im: &RgbImage| {
+        let v: Vec<f64> = im.pixels().map(|p| f64::from(p.0[0])).collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / v.len() as f64
+    };
+    assert!(var(&gaussian_blur(&img, 2.0)) < 0.5 * var(&img));
+    let j = dgs::data::jpeg_roundtrip(&img, 30).unwrap();
+    assert_eq!(j.dimensions(), img.dimensions());
+    assert_ne!(j, img);
+    let bad = Augment {
+        blur_prob: 1.5,
+        ..Augment::default()
+    };
+    assert!(bad.validate().unwrap_err().contains("blur probability"));
+    let bad = Augment {
+        jpeg_quality: (90, 10),
+        ..Augment::default()
+    };
+    assert!(bad.validate().unwrap_err().contains("JPEG quality"));
+}
+
+#[test]
+fn the_loader_batches_reports_failures_and_shuffles_reproducibly() {
+    let d = tmp("loader");
+    let mut items = Vec::new();
+    for i in 0..10 {
+        let p = d.join(format!("{i}.png"));
+        RgbImage::from_pixel(64, 64, Rgb([i as u8 * 20, 0, 0]))
+            .save(&p)
+            .unwrap();
+        items.push(Item {
+            path: p,
+            label: (i % 2) as u8,
+        });
+    }
+    std::fs::write(d.join("bad.png"), b"nope").unwrap();
+    items.push(Item {
+        path: d.join("bad.png"),
+        label: 1,
+    });
+    let cfg = LoaderConfig {
+        batch_size: 4,
+        shuffle: true,
+        seed: 3,
+        prefetch: 2,
+    };
+    let loader = Loader::new(items, Transform::train(Augment::default()), cfg).unwrap();
+    assert_eq!(loader.batches_per_epoch(), 3);
+    let epoch = |e| loader.epoch(e).collect::<Vec<_>>();
+    let a = epoch(0);
+    assert_eq!(a.iter().map(|b| b.len()).sum::<usize>(), 10);
+    let failed: Vec<_> = a.iter().flat_map(|b| b.failed.clone()).collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].path.ends_with("bad.png"));
+    let order = |bs: &[dgs::data::LoadedBatch]| {
+        bs.iter()
+            .flat_map(|b| b.indices.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(&a), order(&epoch(0)), "same epoch, same order");
+    assert_ne!(order(&a), order(&epoch(1)), "next epoch, new order");
+    assert_eq!(a[0].pixels, epoch(0)[0].pixels, "same pixels");
+    assert!(
+        Loader::new(
+            vec![],
+            Transform::eval(),
+            LoaderConfig {
+                batch_size: 0,
+                ..cfg
+            }
+        )
+        .is_err()
+    );
+    std::fs::remove_dir_all(d).unwrap();
+}
