@@ -231,39 +231,39 @@ fn the_command_line_end_to_end() {
     .unwrap();
 
     // Clear errors, exit code 2.
-    let o = dgs(&[
-        "eval",
-        "--data",
-        s(&f.data),
-        "--model",
-        s(&f.root),
-        "--checkpoint",
-        s(&ckpt),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("config.json"), "{:?}", text(&o));
-    let o = dgs(&[
+    let fails_with = |args: &[&str], needle: &str| {
+        let o = dgs(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(text(&o).1.contains(needle), "{needle}: {:?}", text(&o));
+    };
+    let (data, model, root, ckpt) = (s(&f.data), s(&f.model), s(&f.root), s(&ckpt));
+    fails_with(
+        &[
+            "eval",
+            "--data",
+            data,
+            "--model",
+            root,
+            "--checkpoint",
+            ckpt,
+        ],
+        "config.json",
+    );
+    let bf16 = [
         "detect",
         s(&good),
         "--model",
-        s(&f.model),
+        model,
         "--checkpoint",
-        s(&ckpt),
+        ckpt,
         "--dtype",
         "bf16",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("bf16"), "{:?}", text(&o));
-    let o = dgs(&[
-        "train",
-        "--data",
-        s(&f.data),
-        "--model",
-        s(&f.model),
-        "--out",
-        s(&out_b),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("--captions"), "{:?}", text(&o));
+    ];
+    fails_with(&bf16, "bf16");
+    let out = s(&out_b);
+    fails_with(
+        &["train", "--data", data, "--model", model, "--out", out],
+        "--captions",
+    );
     std::fs::remove_dir_all(&f.root).unwrap();
 }

@@ -11,10 +11,12 @@ use super::error::{Context, PipelineError};
 use super::progress::bar;
 use super::run::{EpochRecord, RunRecord, TrainPlan};
 use crate::clip::ClipTokenizer;
-use crate::data::{Captions, FileError, Item, Loader, LoaderConfig, OUT_SIZE, Transform};
+use crate::data::{
+    Captions, FileError, Item, LoadedBatch, Loader, LoaderConfig, OUT_SIZE, Transform,
+};
 use crate::surgery::rng::SplitMix64;
 use crate::train::{
-    AdamConfig, Detector, EpochSummary, LossScaler, Stage, Stage1Trainer, Stage2Config,
+    AdamConfig, Detector, EpochSummary, LossScaler, OwnedBatch, Stage, Stage1Trainer, Stage2Config,
     Stage2Trainer, forgetting, frozen_features,
 };
 
@@ -175,20 +177,16 @@ pub fn train(
             );
             let mut losses = Vec::new();
             let mut failed = Vec::new();
-            let batches = loader.epoch(epoch as u64).filter_map(|b| {
-                pb.inc(b.len() as u64);
-                let r = to_tensors(b, loader.items(), None, dtype, device);
-                match r {
-                    Ok((Some(ob), rest)) => {
-                        failed.extend(rest.failed);
-                        Some(frozen_features(&det.clip, &ob.pixels).map(|f| (f, ob.labels)))
-                    }
-                    Ok((None, rest)) => {
-                        failed.extend(rest.failed);
-                        None
-                    }
-                    Err(e) => Some(Err(candle_core::Error::Msg(e.to_string()))),
-                }
+            let batches = model_batches(
+                loader.epoch(epoch as u64),
+                loader.items(),
+                None,
+                (dtype, device),
+                &pb,
+                &mut failed,
+            )
+            .map(|r| {
+                r.and_then(|ob| frozen_features(&det.clip, &ob.pixels).map(|f| (f, ob.labels)))
             });
             let summary = t1
                 .epoch(det, batches, |s| losses.push((s.loss, s.l_img)))
@@ -228,26 +226,14 @@ pub fn train(
             );
             let mut losses = Vec::new();
             let mut failed = Vec::new();
-            let batches = loader.epoch(1_000_000 + epoch as u64).filter_map(|b| {
-                pb.inc(b.len() as u64);
-                match to_tensors(
-                    b,
-                    loader.items(),
-                    Some((captions, tokenizer)),
-                    dtype,
-                    device,
-                ) {
-                    Ok((Some(ob), rest)) => {
-                        failed.extend(rest.failed);
-                        Some(Ok(ob))
-                    }
-                    Ok((None, rest)) => {
-                        failed.extend(rest.failed);
-                        None
-                    }
-                    Err(e) => Some(Err(candle_core::Error::Msg(e.to_string()))),
-                }
-            });
+            let batches = model_batches(
+                loader.epoch(1_000_000 + epoch as u64),
+                loader.items(),
+                Some((captions, tokenizer)),
+                (dtype, device),
+                &pb,
+                &mut failed,
+            );
             let summary = t2
                 .epoch(det, batches, |s| losses.push((s.loss, s.l_img)))
                 .context(|| format!("stage 2, epoch {}", epoch + 1))?;
@@ -268,6 +254,28 @@ pub fn train(
         record,
         checkpoint,
         skipped,
+    })
+}
+
+/// Loaded batches as model inputs, counting progress and collecting the files left out; a
+/// batch with nothing usable is dropped.
+fn model_batches<'a>(
+    batches: impl Iterator<Item = LoadedBatch> + 'a,
+    items: &'a [Item],
+    text: Option<(&'a Captions, &'a ClipTokenizer)>,
+    (dtype, device): (DType, &'a Device),
+    pb: &'a indicatif::ProgressBar,
+    failed: &'a mut Vec<FileError>,
+) -> impl Iterator<Item = candle_core::Result<OwnedBatch>> + 'a {
+    batches.filter_map(move |b| {
+        pb.inc((b.len() + b.failed.len()) as u64);
+        match to_tensors(b, items, text, dtype, device) {
+            Ok((ob, rest)) => {
+                failed.extend(rest.failed);
+                ob.map(Ok)
+            }
+            Err(e) => Some(Err(candle_core::Error::Msg(e.to_string()))),
+        }
     })
 }
 
