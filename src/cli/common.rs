@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use clap::Args as ClapArgs;
-use dgs::pipeline::{PipelineError, parse_device, parse_dtype};
+use dgs::clip::LoraConfig;
+use dgs::pipeline::{PipelineError, load_detector, parse_device, parse_dtype};
+use dgs::train::Detector;
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct ModelArgs {
@@ -25,6 +27,42 @@ impl ModelArgs {
         let device = parse_device(&self.device)?;
         let dtype = parse_dtype(&self.dtype, &device)?;
         Ok((device, dtype))
+    }
+}
+
+/// A trained detector to run: the model folder and the checkpoint `dgs train` wrote.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TrainedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Checkpoint written by `dgs train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl TrainedArgs {
+    pub fn load(&self) -> Result<(Detector, Device, DType), PipelineError> {
+        if self.batch_size == 0 {
+            return Err(PipelineError::Invalid(
+                "batch size must be at least 1".into(),
+            ));
+        }
+        let (device, dtype) = self.model.device_dtype()?;
+        let lora = LoraConfig::default();
+        let (det, _) = load_detector(
+            &self.model.model,
+            Some(&self.checkpoint),
+            lora,
+            dtype,
+            &device,
+        )?;
+        Ok((det, device, dtype))
     }
 }
 

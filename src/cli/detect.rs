@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use dgs::clip::LoraConfig;
 use dgs::data::{Item, find_images};
-use dgs::pipeline::{PipelineError, load_detector, score_items};
+use dgs::pipeline::{PipelineError, score_items};
 
-use super::common::ModelArgs;
+use super::common::TrainedArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -23,33 +22,14 @@ pub struct Args {
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]
-    pub model: ModelArgs,
-    /// Checkpoint written by `dgs train`.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub trained: TrainedArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 /// Returns how many inputs failed.
 pub fn run(a: &Args) -> Result<usize, PipelineError> {
-    if a.batch_size == 0 {
-        return Err(PipelineError::Invalid(
-            "batch size must be at least 1".into(),
-        ));
-    }
-    let (device, dtype) = a.model.device_dtype()?;
-    let (det, _) = load_detector(
-        &a.model.model,
-        Some(&a.checkpoint),
-        LoraConfig::default(),
-        dtype,
-        &device,
-    )?;
+    let (det, device, dtype) = a.trained.load()?;
     let (paths, mut failed) = find_images(&a.inputs);
     let items: Vec<Item> = paths
         .into_iter()
@@ -58,11 +38,11 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
     let scored = score_items(
         &det,
         &items,
-        a.batch_size,
+        a.trained.batch_size,
         dtype,
         &device,
         "detecting",
-        a.quiet,
+        a.trained.quiet,
     )?;
     failed.extend(scored.failed);
     let mut scores = scored.scores;

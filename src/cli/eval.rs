@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use dgs::clip::LoraConfig;
 use dgs::data::discover;
 use dgs::eval::accuracy_chart;
-use dgs::pipeline::{PipelineError, evaluate, load_detector};
+use dgs::pipeline::{PipelineError, evaluate};
 
-use super::common::{ModelArgs, print_skipped};
+use super::common::{TrainedArgs, print_skipped};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -16,38 +15,27 @@ pub struct Args {
     #[arg(long)]
     pub data: PathBuf,
     #[command(flatten)]
-    pub model: ModelArgs,
-    /// Checkpoint written by `dgs train`.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub trained: TrainedArgs,
     /// Write report.json, report.md and accuracy.png here.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
     /// Name of the model in the report.
     #[arg(long, default_value = "")]
     pub name: String,
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 pub fn run(a: &Args) -> Result<usize, PipelineError> {
-    if a.batch_size == 0 {
-        return Err(PipelineError::Invalid(
-            "batch size must be at least 1".into(),
-        ));
-    }
-    let (device, dtype) = a.model.device_dtype()?;
     let data = discover(&a.data)?;
-    let (det, _) = load_detector(
-        &a.model.model,
-        Some(&a.checkpoint),
-        LoraConfig::default(),
+    let (det, device, dtype) = a.trained.load()?;
+    let report = evaluate(
+        &det,
+        &data,
+        &a.name,
+        a.trained.batch_size,
         dtype,
         &device,
+        a.trained.quiet,
     )?;
-    let report = evaluate(&det, &data, &a.name, a.batch_size, dtype, &device, a.quiet)?;
     print!("{}", report.to_text());
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).map_err(|source| PipelineError::Io {
