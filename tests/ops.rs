@@ -156,3 +156,22 @@ fn bad_inputs_are_clear_errors() {
         .to_string();
     assert!(e.contains("contiguous"), "{e}");
 }
+
+/// The stock-op chain (the benchmark's comparison path) computes the same surgery.
+#[test]
+fn the_op_chain_matches_the_fused_op() {
+    for (rows, dim) in [(1, 1), (5, 33), (32, 768)] {
+        let f = Var::from_tensor(&rand((rows, dim), 21)).unwrap();
+        let harm = rand((rows, dim), 22);
+        let w = rand((rows, dim), 23);
+        let y = dgs::ops::orthogonal_suppression_op_chain(f.as_tensor(), &harm, 1e-6).unwrap();
+        assert!(
+            max_abs_diff(&y, f.as_tensor()) < 1e-5,
+            "forward is f up to rounding"
+        );
+        let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let want = projected(&w, &harm, 1e-6);
+        let got = g.get(f.as_tensor()).unwrap();
+        assert!(max_abs_diff(got, &want) < 1e-5, "{rows}×{dim}");
+    }
+}

@@ -11,4 +11,6 @@ mod suppression;
 #[cfg(feature = "cuda")]
 mod suppression_cuda;
 
-pub use suppression::{ProjectOffHarm, orthogonal_suppression, project_off_harm};
+pub use suppression::{
+    ProjectOffHarm, orthogonal_suppression, orthogonal_suppression_op_chain, project_off_harm,
+};

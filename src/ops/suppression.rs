@@ -181,6 +181,24 @@ pub fn orthogonal_suppression(features: &Tensor, harm: &Tensor, eps: f32) -> Res
     features.apply_op2(&harm.detach(), Suppress { eps })
 }
 
+/// The same surgery written as a chain of stock candle ops (for comparison and for backends
+/// without our kernel): `y = f − (f·ĥ)ĥ + stopgrad((f·ĥ)ĥ)`, so `y = f` (up to one rounding) and
+/// `∂L/∂f = g − (g·ĥ)ĥ`. It launches about ten kernels and keeps their intermediates for the
+/// backward pass, where [`orthogonal_suppression`] runs one fused pass.
+pub fn orthogonal_suppression_op_chain(
+    features: &Tensor,
+    harm: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let h = harm.detach().relu()?;
+    let norm = h.sqr()?.sum_keepdim(candle_core::D::Minus1)?.sqrt()?;
+    let unit = h.broadcast_div(&(norm + f64::from(eps))?)?;
+    let along = (features * &unit)?
+        .sum_keepdim(candle_core::D::Minus1)?
+        .broadcast_mul(&unit)?;
+    (features - &along)? + along.detach()
+}
+
 /// [`ProjectOffHarm`] applied to a tensor (differentiable: its backward is the same projection).
 pub fn project_off_harm(grad: &Tensor, harm: &Tensor, eps: f32) -> Result<Tensor> {
     grad.apply_op2(&harm.detach(), ProjectOffHarm { eps })

@@ -100,21 +100,31 @@ impl Adam {
         Ok(())
     }
 
-    /// The first parameter (by name) whose gradient holds a NaN or an infinity.
+    /// The first parameter (by name) whose gradient holds a NaN or an infinity. One
+    /// device-to-host copy for all parameters (not one per parameter).
     pub fn first_non_finite(&self, grads: &GradStore) -> Result<Option<String>> {
+        let mut names = Vec::new();
+        let mut sums = Vec::new();
         for (name, p) in &self.params {
             if let Some(g) = grads.get(p.as_tensor()) {
-                let total = g
-                    .abs()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-                if !total.is_finite() {
-                    return Ok(Some(name.clone()));
-                }
+                names.push(name);
+                sums.push(
+                    g.abs()?
+                        .sum_all()?
+                        .to_dtype(candle_core::DType::F32)?
+                        .reshape(1)?,
+                );
             }
         }
-        Ok(None)
+        if sums.is_empty() {
+            return Ok(None);
+        }
+        let sums = Tensor::cat(&sums, 0)?.to_vec1::<f32>()?;
+        Ok(names
+            .into_iter()
+            .zip(sums)
+            .find(|(_, s)| !s.is_finite())
+            .map(|(n, _)| n.clone()))
     }
 
     /// Moments as named tensors (`m/<name>`, `v/<name>`), for checkpoints.

@@ -12,7 +12,7 @@ use super::heads::Head;
 use super::loss::{bce_logit_grad, bce_with_logits};
 use super::scaler::{LossScaler, ScaleDecision};
 use crate::clip::{Clip, Mode};
-use crate::ops::orthogonal_suppression;
+use crate::ops::{orthogonal_suppression, orthogonal_suppression_op_chain};
 
 /// The method and its ablations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -28,9 +28,21 @@ pub enum Variant {
     PlainLora,
 }
 
+/// How the gradient surgery runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SurgeryImpl {
+    /// Our fused op ([`orthogonal_suppression`]): the CPU backend or our CUDA kernel.
+    #[default]
+    Fused,
+    /// The same math as stock candle ops ([`orthogonal_suppression_op_chain`]).
+    OpChain,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Stage2Config {
     pub variant: Variant,
+    pub surgery: SurgeryImpl,
     /// λ, the weight of `L_help` (0.2).
     pub lambda: f64,
     /// Added to `‖relu(g_text)‖` (1e-6).
@@ -43,6 +55,7 @@ impl Default for Stage2Config {
     fn default() -> Self {
         Self {
             variant: Variant::Dgs,
+            surgery: SurgeryImpl::Fused,
             lambda: 0.2,
             eps: 1e-6,
             lr: 1e-4,
@@ -90,12 +103,8 @@ pub fn stage2_loss(
     if cfg.variant == Variant::PlainLora {
         let z = img_logits_of(&f)?;
         let l_img = bce_with_logits(&z, &y)?;
-        let stats = StepStats {
-            loss: scalar(&l_img)?,
-            l_img: scalar(&l_img)?,
-            accuracy: accuracy(&z, &y)?,
-            ..StepStats::default()
-        };
+        let zero = l_img.zeros_like()?;
+        let stats = read_stats([&l_img, &l_img, &zero, &zero, &accuracy_of(&z, &y)?])?;
         return Ok((l_img, stats));
     }
     // Teacher and text features carry no gradient; their losses' gradients with respect to them
@@ -117,39 +126,51 @@ pub fn stage2_loss(
         .detach();
 
     let f = match cfg.variant {
-        Variant::Dgs | Variant::NoHelp => orthogonal_suppression(&f, &g_text, cfg.eps)?,
+        Variant::Dgs | Variant::NoHelp => match cfg.surgery {
+            SurgeryImpl::Fused => orthogonal_suppression(&f, &g_text, cfg.eps)?,
+            SurgeryImpl::OpChain => orthogonal_suppression_op_chain(&f, &g_text, cfg.eps)?,
+        },
         _ => f,
     };
     let z_img = img_logits_of(&f)?;
     let l_img = bce_with_logits(&z_img, &y)?;
     let l_text = bce_with_logits(&z_text, &y)?;
     let mut loss = (&l_img + &l_text)?;
-    let mut l_help_value = 0.0;
+    let mut l_help = l_img.zeros_like()?;
     if matches!(cfg.variant, Variant::Dgs | Variant::NoSurgery) {
         let g_help = g_img.minimum(0f32)?;
-        let l_help = (&f * &g_help)?.sum(1)?.mean_all()?;
-        l_help_value = scalar(&l_help)?;
-        loss = (loss + (l_help * cfg.lambda)?)?;
+        l_help = (&f * &g_help)?.sum(1)?.mean_all()?;
+        loss = (loss + (&l_help * cfg.lambda)?)?;
     }
-    let stats = StepStats {
-        loss: scalar(&loss)?,
-        l_img: scalar(&l_img)?,
-        l_text: scalar(&l_text)?,
-        l_help: l_help_value,
-        accuracy: accuracy(&z_img, &y)?,
-        skipped: false,
-    };
+    let stats = read_stats([&loss, &l_img, &l_text, &l_help, &accuracy_of(&z_img, &y)?])?;
     Ok((loss, stats))
 }
 
-fn scalar(t: &Tensor) -> Result<f32> {
-    t.to_dtype(DType::F32)?.to_scalar::<f32>()
+/// The step's scalars `[loss, L_img, L_text, L_help, accuracy]` read in one device-to-host copy:
+/// the step's only synchronisation besides the finiteness check of the gradients.
+fn read_stats(parts: [&Tensor; 5]) -> Result<StepStats> {
+    let parts = parts.map(|t| t.to_dtype(DType::F32).and_then(|t| t.reshape(1)));
+    let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+    let v = Tensor::cat(&parts, 0)?.to_vec1::<f32>()?;
+    Ok(StepStats {
+        loss: v[0],
+        l_img: v[1],
+        l_text: v[2],
+        l_help: v[3],
+        accuracy: v[4],
+        skipped: false,
+    })
+}
+
+/// Share of `σ(z) > 0.5` (i.e. `z > 0`) that matches the labels, as a device scalar.
+fn accuracy_of(z: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let pred = z.gt(0f32)?.to_dtype(DType::F32)?;
+    pred.eq(y)?.to_dtype(DType::F32)?.mean_all()
 }
 
 /// Share of `σ(z) > 0.5` (i.e. `z > 0`) that matches the labels.
 pub fn accuracy(z: &Tensor, y: &Tensor) -> Result<f32> {
-    let pred = z.gt(0f32)?.to_dtype(DType::F32)?;
-    scalar(&pred.eq(y)?.to_dtype(DType::F32)?.mean_all()?)
+    accuracy_of(z, y)?.to_scalar::<f32>()
 }
 
 /// Adam over the stage-2 trainables (LoRA, `img_fc`, `text_fc`), by name, with dynamic loss
@@ -228,9 +249,10 @@ impl Stage2Trainer {
 pub fn forgetting(clip: &Clip, pixels: &Tensor) -> Result<f32> {
     let s = clip.image_features(pixels, Mode::Student)?;
     let t = clip.image_features(pixels, Mode::Frozen)?;
+    let (s, t) = (s.to_dtype(DType::F32)?, t.to_dtype(DType::F32)?);
     let dot = (&s * &t)?.sum(1)?;
     let norms = (s.sqr()?.sum(1)?.sqrt()? * t.sqr()?.sum(1)?.sqrt()?)?;
-    scalar(&(dot / (norms + 1e-12)?)?.mean_all()?)
+    (dot / (norms + 1e-12)?)?.mean_all()?.to_scalar::<f32>()
 }
 
 /// The variables of `map` by name, each prefixed (e.g. `lora.` / `heads.`), for an optimizer
