@@ -4,11 +4,27 @@
 # ignored), the CUDA benchmark and the dgs binary (stripped release builds, packed in
 # bundle.tar.xz), and the scripts.
 #
-#   scripts/build-gpu-bundle.sh          then run scripts/gpu-check.sh there (docs/gpu.md)
+# With --train it also builds, with candle's CUDA backend (`--features cuda`, linked against the
+# toolchain's stubs here; the GPU machine's real libraries are found at run time), `bin/dgs-cuda`
+# (training, `dgs bench step`) and the GPU training tests; gpu-check.sh then also runs the
+# training checks and the PyTorch step reference. The first such build compiles candle's
+# kernels: ≈ 20 min on 2 cores.
+#
+#   scripts/build-gpu-bundle.sh [--train]   then run scripts/gpu-check.sh there (docs/gpu.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TRAIN=0
+if [ "${1:-}" = "--train" ]; then TRAIN=1; fi
+if [ -n "${NVCC_APPEND_FLAGS:-}" ]; then
+  echo "NVCC_APPEND_FLAGS is set ($NVCC_APPEND_FLAGS): unset it, GPU builds must be optimised" >&2
+  exit 1
+fi
 
 CUDA_PREFIX=${DGS_CUDA_PREFIX:-$PWD/.cuda}
+if [ "$TRAIN" = 1 ] && [ ! -d "$CUDA_PREFIX/lib" ]; then
+  cargo fetch --quiet
+  bash scripts/install-cuda-toolchain.sh --stubs "$CUDA_PREFIX"
+fi
 [ -f "$CUDA_PREFIX/env.sh" ] || bash scripts/install-cuda-toolchain.sh "$CUDA_PREFIX"
 # shellcheck disable=SC1091
 source "$CUDA_PREFIX/env.sh"
@@ -18,7 +34,9 @@ export CARGO_PROFILE_RELEASE_STRIP=true
 TARGET=${CARGO_TARGET_DIR:-target}/gpu-bundle
 rm -rf .carry && mkdir -p .carry/bin .carry/tests
 
-json=$(CARGO_TARGET_DIR=$TARGET cargo test --release --features cuda-kernels --no-run --message-format=json 2>/dev/null)
+FEATURES=cuda-kernels
+[ "$TRAIN" = 1 ] && FEATURES=cuda
+json=$(CARGO_TARGET_DIR=$TARGET cargo test --release --features $FEATURES --no-run --message-format=json 2>/dev/null)
 echo "$json" | python3 -c '
 import json, sys, shutil, os
 for line in sys.stdin:
@@ -47,8 +65,13 @@ for line in sys.stdin:
 '
 CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bin dgs
 cp "$TARGET/release/dgs" .carry/bin/dgs
+if [ "$TRAIN" = 1 ]; then
+  CARGO_TARGET_DIR=$TARGET/train cargo build --release --features cuda --bin dgs
+  cp "$TARGET/train/release/dgs" .carry/bin/dgs-cuda
+fi
 # The binaries share the embedded fatbins: one xz archive is ~10× smaller than the files.
 tar -C .carry -cf - tests bin | xz -T0 -6 > .carry/bundle.tar.xz
 rm -rf .carry/tests .carry/bin
-cp scripts/gpu-check.sh scripts/torch_reference.py scripts/bench-summary.py .carry/
+cp scripts/gpu-check.sh scripts/torch_reference.py scripts/bench-summary.py \
+   scripts/torch_reference_step.py scripts/step-ratios.py .carry/
 du -sh .carry .carry/*

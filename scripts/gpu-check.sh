@@ -6,6 +6,8 @@
 #   2. `dgs self-check --device cuda`,
 #   3. the CUDA benchmarks (criterion),
 #   4. the PyTorch reference timings,
+#   5. with a --train bundle: `dgs bench step` (ViT-B/32 and ViT-L/14, batch 32, f32 and bf16)
+#      and the official PyTorch training step on the same sizes, then their ratios,
 # then a short table. Logs go to $OUT (default ./gpu-out).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -84,9 +86,22 @@ if f and t:
     print(f"{'pcgrad f16 4x100M: torch reference / fused':<44} {t/f:10.2f}  >= 10")
 PY
 
+if [ -x "$CARRY/bin/dgs-cuda" ]; then
+  timeout 300 "$CARRY/bin/dgs-cuda" bench step --device cuda --json "$OUT/dgs_step.json" \
+    > "$OUT/dgs_step.log" 2>&1 || { rows+=("dgs bench step: FAILED (see dgs_step.log)"); fail=1; }
+  timeout 300 "$PY" "$CARRY/torch_reference_step.py" --json "$OUT/torch_step.json" \
+    > "$OUT/torch_step.log" 2>&1 || rows+=("torch reference step: FAILED (see torch_step.log)")
+  python3 "$CARRY/step-ratios.py" "$OUT/dgs_step.json" "$OUT/torch_step.json" > "$OUT/step-ratios.txt" 2>&1 || true
+fi
+
 echo "== bench summary"; cat "$OUT/bench-summary.txt"
+if [ -f "$OUT/dgs_step.log" ]; then
+  echo "== training step (dgs)"; cat "$OUT/dgs_step.log"
+  echo "== training step (PyTorch)"; cat "$OUT/torch_step.log"
+fi
 echo "== torch"; grep '^torch' "$OUT/torch.log" || tail -5 "$OUT/torch.log"
 echo "== summary ($(cat "$OUT/date.txt"); $(grep -m1 -oE 'NVIDIA [A-Z0-9a-z -]+' "$OUT/nvidia-smi.txt" | head -1))"
 printf '%s\n' "${rows[@]}"
 cat "$OUT/ratios.txt"
+[ -f "$OUT/step-ratios.txt" ] && cat "$OUT/step-ratios.txt"
 exit $fail

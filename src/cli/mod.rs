@@ -1,5 +1,6 @@
 //! The `dgs` command line.
 
+pub mod bench;
 mod common;
 pub mod demo;
 pub mod detect;
@@ -34,6 +35,9 @@ pub enum Command {
     Detect(detect::Args),
     /// Merge the trained LoRA into the base weights and write a Hugging Face CLIP folder.
     Export(export::Args),
+    /// Benchmarks of the training step.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Run every surgery op on seeded random inputs and compare it with the float64 reference.
     SelfCheck(self_check::Args),
 }

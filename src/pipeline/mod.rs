@@ -3,6 +3,7 @@
 //! ([`crate::train`]). The `dgs` command line is a thin layer over this module.
 
 mod batch;
+mod bench;
 pub mod demo;
 mod error;
 mod evaluate;
@@ -11,6 +12,7 @@ mod run;
 mod train;
 
 pub use batch::to_tensors;
+pub use bench::{StepBenchOptions, StepBenchRow, bench_steps};
 pub use demo::{DemoOptions, DemoOutcome, run_demo};
 pub use error::PipelineError;
 pub use evaluate::{Scored, evaluate, score_items};

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Ratios from one GPU run of `dgs bench step --json A` and `torch_reference_step.py --json B`:
+dgs images/s over PyTorch's for the same model, dtype and method; the fused surgery's share of
+the DGS step against the 2 % target; the fused kernel against the candle op chain; memory.
+
+    python3 scripts/step-ratios.py dgs_step.json torch_step.json
+"""
+import json
+import sys
+
+
+def main():
+    dgs = json.load(open(sys.argv[1]))
+    torch = {(r["model"], r["dtype"], r["method"]): r for r in json.load(open(sys.argv[2]))}
+    ours = {(r["model"], r["dtype"], r["method"]): r for r in dgs}
+    print(f"{'check':<48} {'value':>9}  target")
+    for (model, dt, method), r in sorted(ours.items()):
+        tag = f"{model} {dt} {method}"
+        t = torch.get((model, dt, method))
+        if t:
+            print(f"{tag + ': images/s dgs / torch':<48} {r['images_per_s'] / t['images_per_s']:9.2f}  >= 1.0")
+            if r.get("memory_bytes") and t.get("max_reserved"):
+                print(f"{tag + ': memory dgs / torch reserved':<48} {r['memory_bytes'] / t['max_reserved']:9.2f}")
+        if method == "dgs" and r.get("surgery_share") is not None:
+            print(f"{tag + ': surgery share of the step':<48} {100 * r['surgery_share']:8.3f}%  <= 2%")
+            chain = ours.get((model, dt, "dgs-op-chain"))
+            if chain and chain.get("surgery_ms"):
+                print(f"{tag + ': op-chain / fused surgery time':<48} {chain['surgery_ms'] / r['surgery_ms']:9.2f}  > 1")
+                print(f"{tag + ': op-chain / fused step time':<48} {chain['step_ms'] / r['step_ms']:9.2f}  >= 1")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

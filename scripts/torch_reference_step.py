@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The official DGS-Net stage-2 training step in PyTorch, timed like `dgs bench step`.
+
+transformers' CLIPModel built from a config (random weights, no download) with peft LoRA on the
+vision q/k/v projections (rank 6, alpha 6, dropout 0.8), the three linear heads, the official
+loss and gradient hook (HorizonTEL/DGS-Net networks/trainer.py), Adam lr 1e-4 on LoRA + img_fc +
+text_fc. Base weights in the compute dtype, adapters and heads in f32 (as dgs does). Steps are
+timed after warm-up with device synchronisation; memory is torch.cuda.max_memory_allocated and
+max_memory_reserved.
+
+    python scripts/torch_reference_step.py --models vit-b32,vit-l14 --dtypes f32,bf16 --json out.json
+"""
+import argparse
+import json
+import sys
+import time
+
+import peft
+import torch
+import transformers
+from torch import nn
+
+TOWER = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0)
+MODELS = {
+    # name: (vision hidden, intermediate, layers, heads, patch), (text hidden, inter, layers, heads), proj
+    "vit-b32": ((768, 3072, 12, 12, 32), (512, 2048, 12, 8), 512),
+    "vit-l14": ((1024, 4096, 24, 16, 14), (768, 3072, 12, 12), 768),
+    "demo": ((64, 128, 2, 4, 32), (32, 64, 1, 4), 32),
+}
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def config(name):
+    (vh, vi, vl, vn, patch), (th, ti, tl, tn), proj = MODELS[name]
+    vision = dict(hidden_size=vh, intermediate_size=vi, num_hidden_layers=vl, num_attention_heads=vn,
+                  image_size=224, patch_size=patch, num_channels=3, **TOWER)
+    vocab, pos = (64, 16) if name == "demo" else (49408, 77)
+    text = dict(hidden_size=th, intermediate_size=ti, num_hidden_layers=tl, num_attention_heads=tn,
+                vocab_size=vocab, max_position_embeddings=pos, eos_token_id=vocab - 1,
+                bos_token_id=vocab - 2, pad_token_id=vocab - 1, **TOWER)
+    return transformers.CLIPConfig(vision_config=vision, text_config=text, projection_dim=proj)
+
+
+def build(name, dtype, device):
+    cfg = config(name)
+    base = transformers.CLIPModel(cfg).to(device=device, dtype=dtype)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    lcfg = peft.LoraConfig(r=6, lora_alpha=6, lora_dropout=0.8,
+                           target_modules=r".*vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj)")
+    model = peft.get_peft_model(base, lcfg)
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.data = p.data.float()
+    d = cfg.projection_dim
+    heads = [nn.Linear(d, 1).to(device) for _ in range(3)]
+    return cfg, model, heads
+
+
+def step_fn(cfg, model, heads, method, batch, device, dtype):
+    inner = model.base_model.model
+    teacher, img_fc, text_fc = heads
+    b = batch
+    pixels = torch.randn(b, 3, 224, 224, device=device, dtype=dtype)
+    labels = (torch.arange(b, device=device) % 2).float()
+    t = cfg.text_config.max_position_embeddings
+    ids = torch.randint(0, cfg.text_config.eos_token_id, (b, t), device=device)
+    ids[:, -1] = cfg.text_config.eos_token_id
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    params += list(img_fc.parameters()) + list(text_fc.parameters())
+    opt = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+
+    def feats():
+        return inner.visual_projection(inner.vision_model(pixel_values=pixels).pooler_output).float()
+
+    def step():
+        model.train()
+        f = feats()
+        l_img = bce(img_fc(f).squeeze(1), labels)
+        if method == "plain-lora":
+            loss = l_img
+        else:
+            with torch.no_grad(), model.disable_adapter():
+                ft = feats()
+            with torch.no_grad():
+                fx = inner.text_projection(inner.text_model(input_ids=ids).pooler_output).float()
+            ft.requires_grad_()
+            fx.requires_grad_()
+            l_t = bce(teacher(ft).squeeze(1), labels)
+            l_text = bce(text_fc(fx).squeeze(1), labels)
+            g_img = torch.autograd.grad(l_t, ft, retain_graph=True)[0].detach()
+            g_text = torch.autograd.grad(l_text, fx, retain_graph=True)[0].detach()
+            g_help = torch.minimum(g_img, torch.zeros_like(g_img))
+            l_help = (f * g_help).sum(dim=-1).mean()
+            g_harm = torch.relu(g_text)
+            g_harm = g_harm / (g_harm.norm(p=2, dim=-1, keepdim=True) + 1e-6)
+            f.register_hook(lambda grad: grad - (grad * g_harm).sum(-1, keepdim=True) * g_harm)
+            loss = l_img + l_text + 0.2 * l_help
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="vit-b32,vit-l14")
+    ap.add_argument("--dtypes", default="f32,bf16")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    device = torch.device(a.device)
+    torch.manual_seed(0)
+    rows = []
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
+          f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")
+    print(f"{'model':<8} {'dtype':<5} {'method':<13} {'step ms':>9} {'images/s':>9} {'max alloc':>10} {'reserved':>10}")
+    for name in a.models.split(","):
+        for dt in a.dtypes.split(","):
+            cfg, model, heads = build(name, DTYPES[dt], device)
+            for method in ("dgs", "plain-lora"):
+                step = step_fn(cfg, model, heads, method, a.batch, device, DTYPES[dt])
+                for _ in range(a.warmup):
+                    step()
+                sync(device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                for _ in range(a.steps):
+                    step()
+                sync(device)
+                ms = (time.perf_counter() - t0) * 1e3 / a.steps
+                alloc = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+                reserved = torch.cuda.max_memory_reserved() if device.type == "cuda" else None
+                row = dict(model=name, dtype=dt, method=method, batch=a.batch, step_ms=ms,
+                           images_per_s=a.batch / (ms / 1e3), max_allocated=alloc, max_reserved=reserved)
+                rows.append(row)
+                gib = lambda v: "—" if v is None else f"{v / 2**30:.2f} GiB"
+                print(f"{name:<8} {dt:<5} {method:<13} {ms:9.2f} {row['images_per_s']:9.1f} {gib(alloc):>10} {gib(reserved):>10}")
+            del model, heads
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+//! `dgs bench step`: training-step throughput on random weights (see `dgs::pipeline::bench_steps`).
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Subcommand};
+use dgs::clip::ClipConfig;
+use dgs::pipeline::{
+    PipelineError, StepBenchOptions, StepBenchRow, bench_steps, parse_device, parse_dtype,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Time stage-2 training steps: DGS (fused surgery), DGS (surgery as stock candle ops), plain
+    /// LoRA; prints images/s, step time, the surgery's share of the step and memory.
+    Step(StepArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct StepArgs {
+    /// Model geometries: vit-b32, vit-l14, demo, tiny (comma separated).
+    #[arg(long, value_delimiter = ',', default_values = ["vit-b32", "vit-l14"])]
+    pub models: Vec<String>,
+    /// Compute dtypes (comma separated): f32, f16, bf16.
+    #[arg(long, value_delimiter = ',', default_values = ["f32", "bf16"])]
+    pub dtypes: Vec<String>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn config(name: &str) -> Result<ClipConfig, PipelineError> {
+    match name {
+        "vit-b32" => Ok(ClipConfig::vit_b32()),
+        "vit-l14" => Ok(ClipConfig::vit_l14()),
+        "demo" => Ok(ClipConfig::demo()),
+        "tiny" => Ok(ClipConfig::tiny()),
+        n => Err(PipelineError::Invalid(format!(
+            "unknown model `{n}`: use vit-b32, vit-l14, demo or tiny"
+        ))),
+    }
+}
+
+fn print_row(r: &StepBenchRow) {
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("—".to_string(), f);
+    println!(
+        "{:<8} {:<5} {:<13} {:>9.2} {:>9.1} {:>10} {:>8} {:>10}",
+        r.model,
+        r.dtype,
+        r.method,
+        r.step_ms,
+        r.images_per_s,
+        opt(r.surgery_ms, &|v| format!("{v:.3}")),
+        opt(r.surgery_share, &|v| format!("{:.2}%", 100.0 * v)),
+        opt(r.memory_bytes.map(|b| b as f64), &|v| format!(
+            "{:.2} GiB",
+            v / (1u64 << 30) as f64
+        )),
+    );
+}
+
+pub fn run(b: &Bench) -> Result<(), PipelineError> {
+    let Bench::Step(a) = b;
+    let device = parse_device(&a.device)?;
+    let models = a
+        .models
+        .iter()
+        .map(|m| Ok((m.clone(), config(m)?)))
+        .collect::<Result<Vec<_>, PipelineError>>()?;
+    let dtypes = a
+        .dtypes
+        .iter()
+        .map(|d| parse_dtype(d, &device))
+        .collect::<Result<Vec<_>, _>>()?;
+    println!(
+        "{:<8} {:<5} {:<13} {:>9} {:>9} {:>10} {:>8} {:>10}",
+        "model", "dtype", "method", "step ms", "images/s", "surgery ms", "share", "memory"
+    );
+    let opts = StepBenchOptions {
+        models,
+        dtypes,
+        batch: a.batch,
+        warmup: a.warmup,
+        steps: a.steps,
+        seed: a.seed,
+    };
+    let rows = bench_steps(&opts, &device, print_row)?;
+    if let Some(p) = &a.json {
+        let json = serde_json::to_string_pretty(&rows)
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        std::fs::write(p, json).map_err(|source| PipelineError::Io {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}

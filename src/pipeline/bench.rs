@@ -1,0 +1,209 @@
+//! `dgs bench step`: the time of a stage-2 training step (after warm-up, device-synchronised) on
+//! random weights, for DGS with our fused surgery, DGS with the surgery as a chain of stock candle
+//! ops, and plain LoRA; with the time the surgery alone takes on the step's feature batch, and
+//! the memory the process holds.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::Serialize;
+
+use super::error::{Context, PipelineError};
+use crate::clip::{Clip, ClipConfig, Fill, LoraConfig, SeededWeights};
+use crate::ops::{orthogonal_suppression, orthogonal_suppression_op_chain};
+use crate::train::{
+    Detector, LossScaler, OwnedBatch, Stage, Stage2Config, Stage2Trainer, SurgeryImpl, Variant,
+};
+
+/// One measured configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepBenchRow {
+    pub model: String,
+    pub dtype: String,
+    pub method: String,
+    pub batch: usize,
+    /// Mean wall time of one training step, milliseconds.
+    pub step_ms: f64,
+    pub images_per_s: f64,
+    /// Forward + backward of the surgery alone on `[batch, projection_dim]` f32 features (with
+    /// a linear loss on top), milliseconds; `None` for plain LoRA.
+    pub surgery_ms: Option<f64>,
+    pub surgery_share: Option<f64>,
+    /// Device memory in use after the timed steps (CUDA: the whole device as the driver reports
+    /// it, i.e. including candle's cached blocks), or the process's peak resident set (CPU).
+    pub memory_bytes: Option<u64>,
+}
+
+pub struct StepBenchOptions {
+    pub models: Vec<(String, ClipConfig)>,
+    pub dtypes: Vec<DType>,
+    pub batch: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    pub seed: u64,
+}
+
+const METHODS: [(&str, Variant, SurgeryImpl); 3] = [
+    ("dgs", Variant::Dgs, SurgeryImpl::Fused),
+    ("dgs-op-chain", Variant::Dgs, SurgeryImpl::OpChain),
+    ("plain-lora", Variant::PlainLora, SurgeryImpl::Fused),
+];
+
+fn random_batch(
+    cfg: &ClipConfig,
+    batch: usize,
+    dtype: DType,
+    device: &Device,
+    seed: u64,
+) -> candle_core::Result<OwnedBatch> {
+    let mut rng = crate::surgery::rng::SplitMix64::new(seed);
+    let v = &cfg.vision_config;
+    let n = batch * v.num_channels * v.image_size * v.image_size;
+    let pixels: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    let t = cfg.text_config.max_position_embeddings;
+    let eos = cfg.text_config.eos_token_id;
+    let ids: Vec<u32> = (0..batch * t)
+        .map(|i| match i % t {
+            j if j == t - 1 => eos,
+            _ => rng.below(eos as usize) as u32,
+        })
+        .collect();
+    Ok(OwnedBatch {
+        pixels: Tensor::from_vec(
+            pixels,
+            (batch, v.num_channels, v.image_size, v.image_size),
+            device,
+        )?
+        .to_dtype(dtype)?,
+        captions: Tensor::from_vec(ids, (batch, t), device)?,
+        labels: Tensor::from_vec((0..batch).map(|i| (i % 2) as f32).collect(), batch, device)?,
+    })
+}
+
+fn memory_in_use(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => {
+            // Peak resident set of the process (VmHWM, kB).
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => {
+            let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+            Some(total.saturating_sub(free) as u64)
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Forward + backward of the surgery alone, `reps` times, milliseconds per repetition.
+fn surgery_ms(
+    how: SurgeryImpl,
+    rows: usize,
+    dim: usize,
+    device: &Device,
+    reps: usize,
+) -> candle_core::Result<f64> {
+    let f = Var::from_tensor(&Tensor::randn(0f32, 1.0, (rows, dim), device)?)?;
+    let harm = Tensor::randn(0f32, 1.0, (rows, dim), device)?;
+    let w = Tensor::randn(0f32, 1.0, (rows, dim), device)?;
+    let once = || -> candle_core::Result<()> {
+        let y = match how {
+            SurgeryImpl::Fused => orthogonal_suppression(f.as_tensor(), &harm, 1e-6)?,
+            SurgeryImpl::OpChain => orthogonal_suppression_op_chain(f.as_tensor(), &harm, 1e-6)?,
+        };
+        (y * &w)?.sum_all()?.backward()?;
+        Ok(())
+    };
+    for _ in 0..3 {
+        once()?;
+    }
+    device.synchronize()?;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        once()?;
+    }
+    device.synchronize()?;
+    Ok(t0.elapsed().as_secs_f64() * 1e3 / reps as f64)
+}
+
+/// Run every model × dtype × method; `on_row` sees each result as it is measured.
+pub fn bench_steps(
+    opts: &StepBenchOptions,
+    device: &Device,
+    mut on_row: impl FnMut(&StepBenchRow),
+) -> Result<Vec<StepBenchRow>, PipelineError> {
+    if opts.batch == 0 || opts.steps == 0 {
+        return Err(PipelineError::Invalid(
+            "batch and steps must be at least 1".into(),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (name, config) in &opts.models {
+        for &dtype in &opts.dtypes {
+            let ctx = || format!("{name} {dtype:?}");
+            let lora_vars = candle_nn::VarMap::new();
+            let lora = LoraConfig::default();
+            let clip = Clip::from_backend(
+                config.clone(),
+                Box::new(SeededWeights::new(Fill::Seeded(opts.seed))),
+                dtype,
+                device,
+                Some((
+                    &lora,
+                    candle_nn::VarBuilder::from_varmap(&lora_vars, DType::F32, device),
+                )),
+            )
+            .context(ctx)?;
+            let det = Detector::from_parts(clip, lora, lora_vars, device).context(ctx)?;
+            let batch = random_batch(config, opts.batch, dtype, device, opts.seed).context(ctx)?;
+            for (method, variant, surgery) in METHODS {
+                let cfg = Stage2Config {
+                    variant,
+                    surgery,
+                    ..Stage2Config::default()
+                };
+                let mut trainer =
+                    Stage2Trainer::new(det.trainables(Stage::Two), cfg).context(ctx)?;
+                if dtype == DType::F16 {
+                    trainer = trainer.with_loss_scaling(LossScaler::default());
+                }
+                let mut step = || trainer.epoch(&det, [Ok(batch.clone())], |_| {});
+                for _ in 0..opts.warmup {
+                    step().context(ctx)?;
+                }
+                device.synchronize().context(ctx)?;
+                let t0 = Instant::now();
+                for _ in 0..opts.steps {
+                    step().context(ctx)?;
+                }
+                device.synchronize().context(ctx)?;
+                let step_ms = t0.elapsed().as_secs_f64() * 1e3 / opts.steps as f64;
+                let surgery = match variant {
+                    Variant::PlainLora => None,
+                    _ => Some(
+                        surgery_ms(surgery, opts.batch, config.projection_dim, device, 20)
+                            .context(ctx)?,
+                    ),
+                };
+                let row = StepBenchRow {
+                    model: name.clone(),
+                    dtype: format!("{dtype:?}").to_lowercase(),
+                    method: method.into(),
+                    batch: opts.batch,
+                    step_ms,
+                    images_per_s: opts.batch as f64 / (step_ms / 1e3),
+                    surgery_ms: surgery,
+                    surgery_share: surgery.map(|s| s / step_ms),
+                    memory_bytes: memory_in_use(device),
+                };
+                on_row(&row);
+                rows.push(row);
+            }
+        }
+    }
+    Ok(rows)
+}
