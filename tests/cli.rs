@@ -230,6 +230,37 @@ fn the_command_line_end_to_end() {
     )
     .unwrap();
 
+    // The step benchmark runs on the CPU too (timings here mean nothing; the command is checked).
+    let bench_json = f.root.join("bench.json");
+    let o = dgs(&[
+        "bench",
+        "step",
+        "--models",
+        "tiny",
+        "--dtypes",
+        "f32",
+        "--device",
+        "cpu",
+        "--batch",
+        "4",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--json",
+        s(&bench_json),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&bench_json).unwrap()).unwrap();
+    let methods: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["dgs", "dgs-op-chain", "plain-lora"]);
+
     // Clear errors, exit code 2.
     let fails_with = |args: &[&str], needle: &str| {
         let o = dgs(args);
