@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::error::PipelineError;
 use super::evaluate::evaluate;
+use super::progress::bar;
 use super::run::TrainPlan;
 use super::train::train;
 use crate::clip::{ClipConfig, ClipTokenizer, LoraConfig, tokenizer_path, write_random_folder};
@@ -75,7 +76,7 @@ fn write_split(
     families: &[Family],
     per_class: usize,
     size: usize,
-    seed: u64,
+    (seed, quiet): (u64, bool),
 ) -> Result<HashMap<String, String>, PipelineError> {
     let jobs: Vec<(Family, u8, usize)> = families
         .iter()
@@ -87,9 +88,14 @@ fn write_split(
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
     }
+    let name = root
+        .file_name()
+        .map_or("data".into(), |n| n.to_string_lossy().into_owned());
+    let pb = bar(jobs.len(), format!("generating {name}"), quiet);
     let written: Vec<Result<(String, String), PipelineError>> = jobs
         .par_iter()
         .map(|&(family, label, i)| {
+            pb.inc(1);
             let class = if label == 0 { "0_real" } else { "1_fake" };
             let mut rng = SplitMix64::for_name(seed, &format!("{}/{class}/{i}", family.name()));
             let (img, caption) = match label {
@@ -103,6 +109,7 @@ fn write_split(
             Ok((path.display().to_string(), caption))
         })
         .collect();
+    pb.finish_and_clear();
     written.into_iter().collect()
 }
 
@@ -125,14 +132,14 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
         &TRAIN_FAMILIES,
         opts.train_per_class,
         opts.image_size,
-        opts.seed,
+        (opts.seed, opts.quiet),
     )?;
     write_split(
         &data.join("test"),
         &Family::ALL,
         opts.test_per_class,
         opts.image_size,
-        opts.seed ^ 0x7E57,
+        (opts.seed ^ 0x7E57, opts.quiet),
     )?;
     let captions_path = data.join("train_captions.json");
     let json = serde_json::to_string_pretty(&captions_map)
