@@ -73,5 +73,5 @@ fi
 tar -C .carry -cf - tests bin | xz -T0 -6 > .carry/bundle.tar.xz
 rm -rf .carry/tests .carry/bin
 cp scripts/gpu-check.sh scripts/torch_reference.py scripts/bench-summary.py \
-   scripts/torch_reference_step.py scripts/step-ratios.py .carry/
+   scripts/torch_reference_step.py scripts/official_loss.py scripts/step-ratios.py .carry/
 du -sh .carry .carry/*

@@ -21,6 +21,9 @@ import torch
 import transformers
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from official_loss import stage2_loss  # noqa: E402
+
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "stage2_tiny.safetensors"
 RANK, ALPHA = 4, 8.0
 
@@ -67,24 +70,13 @@ def main():
     def image_features():
         return inner.visual_projection(inner.vision_model(pixel_values=pixels).pooler_output)
 
-    bce = nn.BCEWithLogitsLoss()
     f = image_features()
     with model.disable_adapter():
         ft = image_features().detach().requires_grad_()
     fx = inner.text_projection(inner.text_model(input_ids=ids).pooler_output).detach().requires_grad_()
 
-    # The official get_loss, step by step.
-    l_img = bce(img_fc(f).squeeze(1), labels)
-    l_t = bce(teacher(ft).squeeze(1), labels)
-    l_text = bce(text_fc(fx).squeeze(1), labels)
-    g_img = torch.autograd.grad(l_t, ft, retain_graph=True)[0].detach()
-    g_text = torch.autograd.grad(l_text, fx, retain_graph=True)[0].detach()
-    g_help = torch.minimum(g_img, torch.zeros_like(g_img))
-    l_help = (f * g_help).sum(dim=-1).mean()
-    g_harm = torch.relu(g_text)
-    g_harm = g_harm / (g_harm.norm(p=2, dim=-1, keepdim=True) + 1e-6)
-    f.register_hook(lambda grad: grad - (grad * g_harm).sum(-1, keepdim=True) * g_harm)
-    loss = l_img + l_text + 0.2 * l_help
+    # The official get_loss (scripts/official_loss.py).
+    loss, l_img, l_text, l_help = stage2_loss(f, ft, fx, img_fc, teacher, text_fc, labels)
     loss.backward()
 
     out = {f"base.{k}": v for k, v in base_state.items()}

@@ -20,6 +20,8 @@ import torch
 import transformers
 from torch import nn
 
+from official_loss import stage2_loss
+
 TOWER = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0)
 MODELS = {
     # name: (vision hidden, intermediate, layers, heads, patch), (text hidden, inter, layers, heads), proj
@@ -87,16 +89,7 @@ def step_fn(cfg, model, heads, method, batch, device, dtype):
                 fx = inner.text_projection(inner.text_model(input_ids=ids).pooler_output).float()
             ft.requires_grad_()
             fx.requires_grad_()
-            l_t = bce(teacher(ft).squeeze(1), labels)
-            l_text = bce(text_fc(fx).squeeze(1), labels)
-            g_img = torch.autograd.grad(l_t, ft, retain_graph=True)[0].detach()
-            g_text = torch.autograd.grad(l_text, fx, retain_graph=True)[0].detach()
-            g_help = torch.minimum(g_img, torch.zeros_like(g_img))
-            l_help = (f * g_help).sum(dim=-1).mean()
-            g_harm = torch.relu(g_text)
-            g_harm = g_harm / (g_harm.norm(p=2, dim=-1, keepdim=True) + 1e-6)
-            f.register_hook(lambda grad: grad - (grad * g_harm).sum(-1, keepdim=True) * g_harm)
-            loss = l_img + l_text + 0.2 * l_help
+            loss = stage2_loss(f, ft, fx, img_fc, teacher, text_fc, labels)[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
