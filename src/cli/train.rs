@@ -204,21 +204,8 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
         path: hist.clone(),
         source,
     })?;
-    let steps: Vec<(f64, f64)> = outcome
-        .record
-        .history
-        .iter()
-        .filter(|e| e.stage == 2)
-        .flat_map(|e| e.step_losses.iter())
-        .enumerate()
-        .map(|(i, &l)| (i as f64, f64::from(l)))
-        .collect();
-    let kept: Vec<(f64, f64)> = outcome
-        .record
-        .history
-        .iter()
-        .filter_map(|e| Some(((e.epoch + 1) as f64, f64::from(e.forgetting?))))
-        .collect();
+    let steps = outcome.record.stage2_steps(|e| &e.step_losses);
+    let kept = outcome.record.forgetting();
     training_chart(
         &[("loss".into(), steps)],
         "stage-2 training loss",

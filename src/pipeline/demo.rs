@@ -214,22 +214,8 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
         }
         report.rows.extend(r.rows);
         report.skipped.extend(r.skipped);
-        let stage2: Vec<_> = outcome
-            .record
-            .history
-            .iter()
-            .filter(|e| e.stage == 2)
-            .collect();
-        let losses: Vec<(f64, f64)> = stage2
-            .iter()
-            .flat_map(|e| e.step_l_img.iter())
-            .enumerate()
-            .map(|(i, &l)| (i as f64, f64::from(l)))
-            .collect();
-        let kept: Vec<(f64, f64)> = stage2
-            .iter()
-            .filter_map(|e| Some(((e.epoch + 1) as f64, f64::from(e.forgetting?))))
-            .collect();
+        let losses = outcome.record.stage2_steps(|e| &e.step_l_img);
+        let kept = outcome.record.forgetting();
         say(&format!(
             "{method}: trained in {:.1} s; features kept (cosine to the frozen model) {}",
             t0.elapsed().as_secs_f64(),

@@ -119,6 +119,26 @@ pub struct RunRecord {
 impl RunRecord {
     pub const FORMAT: &'static str = "dgs-run-1";
 
+    /// Chart points `(stage-2 step, value)` of a per-step series of the history (e.g.
+    /// `|e| &e.step_l_img`).
+    pub fn stage2_steps(&self, series: impl Fn(&EpochRecord) -> &[f32]) -> Vec<(f64, f64)> {
+        self.history
+            .iter()
+            .filter(|e| e.stage == 2)
+            .flat_map(|e| series(e).iter())
+            .enumerate()
+            .map(|(i, &v)| (i as f64, f64::from(v)))
+            .collect()
+    }
+
+    /// Chart points `(epoch, features kept)` of the stage-2 epochs.
+    pub fn forgetting(&self) -> Vec<(f64, f64)> {
+        self.history
+            .iter()
+            .filter_map(|e| Some(((e.epoch + 1) as f64, f64::from(e.forgetting?))))
+            .collect()
+    }
+
     pub fn from_json(v: &serde_json::Value, path: &Path) -> Result<Self, PipelineError> {
         let r: RunRecord = serde_json::from_value(v.clone()).map_err(|e| {
             PipelineError::Invalid(format!(

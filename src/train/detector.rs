@@ -132,14 +132,6 @@ impl Detector {
         v
     }
 
-    /// The adapters under their `Clip` names (`vision_model….lora_A`), for merged export.
-    pub fn adapters(&self) -> std::collections::HashMap<String, Tensor> {
-        named_vars("", &self.lora_vars)
-            .into_iter()
-            .map(|(k, v)| (k, v.as_tensor().clone()))
-            .collect()
-    }
-
     /// `P(AI-generated)` per image `[B]` (f32): the student's `img_fc` on its features — the
     /// detector the paper evaluates.
     pub fn fake_probability(&self, pixels: &Tensor) -> Result<Tensor> {
