@@ -34,10 +34,13 @@ export CARGO_PROFILE_RELEASE_STRIP=true
 TARGET=${CARGO_TARGET_DIR:-target}/gpu-bundle
 rm -rf .carry && mkdir -p .carry/bin .carry/tests
 
-FEATURES=cuda-kernels
-[ "$TRAIN" = 1 ] && FEATURES=cuda
-json=$(CARGO_TARGET_DIR=$TARGET cargo test --release --features $FEATURES --no-run --message-format=json 2>/dev/null)
-echo "$json" | python3 -c '
+# copy_tests FEATURES TEST...: build those test binaries and copy them into .carry/tests.
+copy_tests() {
+  local features=$1; shift
+  local args=()
+  for t in "$@"; do args+=(--test "$t"); done
+  CARGO_TARGET_DIR=$TARGET cargo test --release --features "$features" --no-run \
+      --message-format=json "${args[@]}" | python3 -c '
 import json, sys, shutil, os
 for line in sys.stdin:
     try:
@@ -45,12 +48,16 @@ for line in sys.stdin:
     except ValueError:
         continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        name = m["target"]["name"]
-        kind = m["target"]["kind"][0]
-        dst = os.path.join(".carry/tests", name if kind == "test" else name + "-" + kind)
+        dst = os.path.join(".carry/tests", m["target"]["name"])
         shutil.copy(m["executable"], dst)
         print("test binary:", dst)
 '
+}
+# Only the test files with GPU cases travel (the CPU cases run in CI); the kernel tests need
+# only our kernels, so they are built without candle's CUDA backend (a fraction of the size).
+mapfile -t kernel_tests < <(grep -l 'backend_tests!\|dgs_gpu_tests' tests/*.rs | xargs -n1 basename | sed 's/\.rs$//' | grep -vx gpu_train)
+copy_tests cuda-kernels "${kernel_tests[@]}"
+[ "$TRAIN" = 1 ] && copy_tests cuda gpu_train
 CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bench surgery_cuda --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys, shutil
@@ -66,12 +73,15 @@ for line in sys.stdin:
 CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bin dgs
 cp "$TARGET/release/dgs" .carry/bin/dgs
 if [ "$TRAIN" = 1 ]; then
-  CARGO_TARGET_DIR=$TARGET/train cargo build --release --features cuda --bin dgs
-  cp "$TARGET/train/release/dgs" .carry/bin/dgs-cuda
+  # Same target dir as the test binaries above: candle's CUDA kernels are compiled once.
+  CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda --bin dgs
+  cp "$TARGET/release/dgs" .carry/bin/dgs-cuda
 fi
-# The binaries share the embedded fatbins: one xz archive is ~10× smaller than the files.
-tar -C .carry -cf - tests bin | xz -T0 -6 > .carry/bundle.tar.xz
+# The binaries share the embedded fatbins and candle's PTX: one xz archive whose dictionary spans
+# the whole tar stores each copy once (decompression needs ~200 MB of memory).
+tar -C .carry -cf - tests bin | xz -T2 --lzma2=preset=6,dict=192MiB > .carry/bundle.tar.xz
 rm -rf .carry/tests .carry/bin
 cp scripts/gpu-check.sh scripts/torch_reference.py scripts/bench-summary.py \
-   scripts/torch_reference_step.py scripts/official_loss.py scripts/step-ratios.py .carry/
+   scripts/torch_reference_step.py scripts/official_loss.py scripts/step-ratios.py \
+   scripts/kernel-ratios.py .carry/
 du -sh .carry .carry/*

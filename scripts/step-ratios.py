@@ -19,8 +19,20 @@ def main():
         t = torch.get((model, dt, method))
         if t:
             print(f"{tag + ': images/s dgs / torch':<48} {r['images_per_s'] / t['images_per_s']:9.2f}  >= 1.0")
-            if r.get("memory_bytes") and t.get("max_reserved"):
-                print(f"{tag + ': memory dgs / torch reserved':<48} {r['memory_bytes'] / t['max_reserved']:9.2f}")
+            if r.get("peak_bytes") and t.get("max_allocated"):
+                print(f"{tag + ': peak memory dgs / torch allocated':<48} {r['peak_bytes'] / t['max_allocated']:9.2f}  <= 1.0")
+            if r.get("device_bytes") and t.get("device_used"):
+                print(f"{tag + ': device in use dgs / torch':<48} {r['device_bytes'] / t['device_used']:9.2f}")
+        if t and r.get("phases") and t.get("phases"):
+            a, b = r["phases"], t["phases"]
+            parts = {
+                "student forward": (a["student_forward_ms"], b["student_forward_ms"]),
+                "other forwards": (a["forward_ms"] - a["student_forward_ms"], b["forward_ms"] - b["student_forward_ms"]),
+                "backward": (a["forward_backward_ms"] - a["forward_ms"], b["forward_backward_ms"] - b["forward_ms"]),
+                "optimiser": (r["step_ms"] - a["forward_backward_ms"], t["step_ms"] - b["forward_backward_ms"]),
+            }
+            for part, (x, y) in parts.items():
+                print(f"{tag + ': ' + part + ' ms dgs / torch':<48} {x:9.2f} / {y:.2f}")
         if method == "dgs" and r.get("surgery_share") is not None:
             print(f"{tag + ': surgery share of the step':<48} {100 * r['surgery_share']:8.3f}%  <= 2%")
             chain = ours.get((model, dt, "dgs-op-chain"))

@@ -5,8 +5,9 @@ transformers' CLIPModel built from a config (random weights, no download) with p
 vision q/k/v projections (rank 6, alpha 6, dropout 0.8), the three linear heads, the official
 loss and gradient hook (HorizonTEL/DGS-Net networks/trainer.py), Adam lr 1e-4 on LoRA + img_fc +
 text_fc. Base weights in the compute dtype, adapters and heads in f32 (as dgs does). Steps are
-timed after warm-up with device synchronisation; memory is torch.cuda.max_memory_allocated and
-max_memory_reserved.
+timed after warm-up with device synchronisation (and, for DGS, the same cumulative phases as
+`dgs bench step`: student forward, all forwards, forwards + backward); memory is torch.cuda.max_memory_allocated and
+max_memory_reserved, and the device memory in use after the timed steps (driver view).
 
     python scripts/torch_reference_step.py --models vit-b32,vit-l14 --dtypes f32,bf16 --json out.json
 """
@@ -76,25 +77,46 @@ def step_fn(cfg, model, heads, method, batch, device, dtype):
     def feats():
         return inner.visual_projection(inner.vision_model(pixel_values=pixels).pooler_output).float()
 
-    def step():
+    def forward():
         model.train()
         f = feats()
         l_img = bce(img_fc(f).squeeze(1), labels)
         if method == "plain-lora":
-            loss = l_img
-        else:
-            with torch.no_grad(), model.disable_adapter():
-                ft = feats()
-            with torch.no_grad():
-                fx = inner.text_projection(inner.text_model(input_ids=ids).pooler_output).float()
-            ft.requires_grad_()
-            fx.requires_grad_()
-            loss = stage2_loss(f, ft, fx, img_fc, teacher, text_fc, labels)[0]
+            return l_img
+        with torch.no_grad(), model.disable_adapter():
+            ft = feats()
+        with torch.no_grad():
+            fx = inner.text_projection(inner.text_model(input_ids=ids).pooler_output).float()
+        ft.requires_grad_()
+        fx.requires_grad_()
+        return stage2_loss(f, ft, fx, img_fc, teacher, text_fc, labels)[0]
+
+    def step():
+        loss = forward()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    return step
+    def forward_backward():
+        opt.zero_grad(set_to_none=True)
+        forward().backward()
+
+    def student_forward():
+        model.train()
+        feats()
+
+    return step, dict(student_forward=student_forward, forward=forward, forward_backward=forward_backward)
+
+
+def mean_ms(device, reps, f):
+    """Mean milliseconds of f over reps synchronised runs, after one warm-up run."""
+    f()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        f()
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3 / reps
 
 
 def sync(device):
@@ -122,7 +144,7 @@ def main():
         for dt in a.dtypes.split(","):
             cfg, model, heads = build(name, DTYPES[dt], device)
             for method in ("dgs", "plain-lora"):
-                step = step_fn(cfg, model, heads, method, a.batch, device, DTYPES[dt])
+                step, parts = step_fn(cfg, model, heads, method, a.batch, device, DTYPES[dt])
                 for _ in range(a.warmup):
                     step()
                 sync(device)
@@ -135,11 +157,23 @@ def main():
                 ms = (time.perf_counter() - t0) * 1e3 / a.steps
                 alloc = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
                 reserved = torch.cuda.max_memory_reserved() if device.type == "cuda" else None
+                used = None
+                if device.type == "cuda":
+                    free, total = torch.cuda.mem_get_info()
+                    used = total - free
                 row = dict(model=name, dtype=dt, method=method, batch=a.batch, step_ms=ms,
-                           images_per_s=a.batch / (ms / 1e3), max_allocated=alloc, max_reserved=reserved)
+                           images_per_s=a.batch / (ms / 1e3), max_allocated=alloc, max_reserved=reserved,
+                           device_used=used)
+                if method == "dgs":
+                    # Same cumulative phases as `dgs bench step`.
+                    row["phases"] = {f"{k}_ms": mean_ms(device, min(a.steps, 5), f) for k, f in parts.items()}
                 rows.append(row)
                 gib = lambda v: "—" if v is None else f"{v / 2**30:.2f} GiB"
                 print(f"{name:<8} {dt:<5} {method:<13} {ms:9.2f} {row['images_per_s']:9.1f} {gib(alloc):>10} {gib(reserved):>10}")
+                if "phases" in row:
+                    p = row["phases"]
+                    print(f"{'':<28} student forward {p['student_forward_ms']:.2f} ms, all forwards {p['forward_ms']:.2f} ms, "
+                          f"backward {p['forward_backward_ms'] - p['forward_ms']:.2f} ms, optimiser {ms - p['forward_backward_ms']:.2f} ms")
             del model, heads
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -260,6 +260,18 @@ fn the_command_line_end_to_end() {
         .map(|r| r["method"].as_str().unwrap())
         .collect();
     assert_eq!(methods, ["dgs", "dgs-op-chain", "plain-lora"]);
+    for r in rows.as_array().unwrap() {
+        // Peak resident set on the CPU: at least the process's own code and the model.
+        assert!(r["peak_bytes"].as_u64().unwrap() > 1 << 20, "{r}");
+        assert!(r["step_ms"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let phases = &rows[0]["phases"];
+    let (student, all) = (
+        phases["student_forward_ms"].as_f64().unwrap(),
+        phases["forward_ms"].as_f64().unwrap(),
+    );
+    assert!(student > 0.0 && all > 0.0, "{phases}");
+    assert!(rows[1]["phases"].is_null() && rows[2]["phases"].is_null());
 
     // Clear errors, exit code 2.
     let fails_with = |args: &[&str], needle: &str| {

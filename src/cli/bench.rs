@@ -11,7 +11,9 @@ use dgs::pipeline::{
 #[derive(Debug, Subcommand)]
 pub enum Bench {
     /// Time stage-2 training steps: DGS (fused surgery), DGS (surgery as stock candle ops), plain
-    /// LoRA; prints images/s, step time, the surgery's share of the step and memory.
+    /// LoRA; prints images/s, step time, the surgery's share of the step, the peak memory of the
+    /// timed steps (CUDA: memory-pool high-water mark; CPU: peak resident set) and the device
+    /// memory in use as the driver reports it.
     Step(StepArgs),
 }
 
@@ -52,8 +54,13 @@ fn config(name: &str) -> Result<ClipConfig, PipelineError> {
 
 fn print_row(r: &StepBenchRow) {
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("—".to_string(), f);
+    let gib = |b: Option<u64>| {
+        b.map_or("—".to_string(), |b| {
+            format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+        })
+    };
     println!(
-        "{:<8} {:<5} {:<13} {:>9.2} {:>9.1} {:>10} {:>8} {:>10}",
+        "{:<8} {:<5} {:<13} {:>9.2} {:>9.1} {:>10} {:>8} {:>10} {:>10}",
         r.model,
         r.dtype,
         r.method,
@@ -61,11 +68,19 @@ fn print_row(r: &StepBenchRow) {
         r.images_per_s,
         opt(r.surgery_ms, &|v| format!("{v:.3}")),
         opt(r.surgery_share, &|v| format!("{:.2}%", 100.0 * v)),
-        opt(r.memory_bytes.map(|b| b as f64), &|v| format!(
-            "{:.2} GiB",
-            v / (1u64 << 30) as f64
-        )),
+        gib(r.peak_bytes),
+        gib(r.device_bytes),
     );
+    if let Some(p) = &r.phases {
+        println!(
+            "{:<28} student forward {:.2} ms, all forwards {:.2} ms, backward {:.2} ms, optimiser {:.2} ms",
+            "",
+            p.student_forward_ms,
+            p.forward_ms,
+            p.forward_backward_ms - p.forward_ms,
+            r.step_ms - p.forward_backward_ms,
+        );
+    }
 }
 
 pub fn run(b: &Bench) -> Result<(), PipelineError> {
@@ -82,8 +97,8 @@ pub fn run(b: &Bench) -> Result<(), PipelineError> {
         .map(|d| parse_dtype(d, &device))
         .collect::<Result<Vec<_>, _>>()?;
     println!(
-        "{:<8} {:<5} {:<13} {:>9} {:>9} {:>10} {:>8} {:>10}",
-        "model", "dtype", "method", "step ms", "images/s", "surgery ms", "share", "memory"
+        "{:<8} {:<5} {:<13} {:>9} {:>9} {:>10} {:>8} {:>10} {:>10}",
+        "model", "dtype", "method", "step ms", "images/s", "surgery ms", "share", "peak", "device"
     );
     let opts = StepBenchOptions {
         models,

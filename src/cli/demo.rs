@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use dgs::pipeline::{DemoOptions, PipelineError, run_demo};
+use dgs::pipeline::{DemoOptions, PipelineError, parse_device, run_demo};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -22,6 +22,10 @@ pub struct Args {
     /// Stage-2 epochs.
     #[arg(long, default_value_t = DemoOptions::default().stage2_epochs)]
     pub epochs: usize,
+    /// Where the model trains and is evaluated: cpu, cuda or cuda:N (cuda needs a build with
+    /// `--features cuda`). The data is generated on the CPU either way.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 pub fn run(a: &Args) -> Result<(), PipelineError> {
@@ -36,6 +40,7 @@ pub fn run(a: &Args) -> Result<(), PipelineError> {
         train_per_class: a.train_per_class,
         test_per_class: a.test_per_class,
         stage2_epochs: a.epochs,
+        device: parse_device(&a.device)?,
         ..DemoOptions::default()
     })?;
     Ok(())

@@ -1,7 +1,7 @@
 //! `dgs bench step`: the time of a stage-2 training step (after warm-up, device-synchronised) on
 //! random weights, for DGS with our fused surgery, DGS with the surgery as a chain of stock candle
 //! ops, and plain LoRA; with the time the surgery alone takes on the step's feature batch, and
-//! the memory the process holds.
+//! the peak memory of the timed steps.
 
 use std::time::Instant;
 
@@ -9,10 +9,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
 
 use super::error::{Context, PipelineError};
-use crate::clip::{Clip, ClipConfig, Fill, LoraConfig, SeededWeights};
+use super::peak_memory;
+use crate::clip::{Clip, ClipConfig, Fill, LoraConfig, Mode, SeededWeights};
 use crate::ops::{orthogonal_suppression, orthogonal_suppression_op_chain};
 use crate::train::{
     Detector, LossScaler, OwnedBatch, Stage, Stage2Config, Stage2Trainer, SurgeryImpl, Variant,
+    stage2_loss,
 };
 
 /// One measured configuration.
@@ -29,9 +31,28 @@ pub struct StepBenchRow {
     /// a linear loss on top), milliseconds; `None` for plain LoRA.
     pub surgery_ms: Option<f64>,
     pub surgery_share: Option<f64>,
-    /// Device memory in use after the timed steps (CUDA: the whole device as the driver reports
-    /// it, i.e. including candle's cached blocks), or the process's peak resident set (CPU).
-    pub memory_bytes: Option<u64>,
+    /// Peak memory over the timed steps: on CUDA the high-water mark of the device's memory pool
+    /// (live allocations: weights, activations, gradients, optimiser state — what
+    /// `torch.cuda.max_memory_allocated` counts); on the CPU the process's peak resident set.
+    pub peak_bytes: Option<u64>,
+    /// CUDA only: device memory in use after the timed steps as the driver reports it (the
+    /// context, cuBLAS workspaces and the pool's cached blocks included).
+    pub device_bytes: Option<u64>,
+    /// Where a DGS step's time goes (`dgs` rows only).
+    pub phases: Option<StepPhases>,
+}
+
+/// Cumulative timings of the parts of a DGS step, each device-synchronised and averaged over
+/// repetitions: their differences give the teacher and text forwards, the backward pass and the
+/// optimiser (`step_ms − forward_backward_ms`).
+#[derive(Clone, Debug, Serialize)]
+pub struct StepPhases {
+    /// The student's image forward alone (LoRA on, dropout on, graph kept).
+    pub student_forward_ms: f64,
+    /// Every forward of the step and the losses (student, teacher, text, heads, surgery).
+    pub forward_ms: f64,
+    /// The forwards and the backward pass (no optimiser update).
+    pub forward_backward_ms: f64,
 }
 
 pub struct StepBenchOptions {
@@ -80,23 +101,48 @@ fn random_batch(
     })
 }
 
-fn memory_in_use(device: &Device) -> Option<u64> {
-    match device {
-        Device::Cpu => {
-            // Peak resident set of the process (VmHWM, kB).
-            let status = std::fs::read_to_string("/proc/self/status").ok()?;
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb * 1024)
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(d) => {
-            let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
-            Some(total.saturating_sub(free) as u64)
-        }
-        #[allow(unreachable_patterns)]
-        _ => None,
+/// Mean milliseconds of `f` over `reps` device-synchronised runs, after one warm-up run.
+fn mean_ms(
+    device: &Device,
+    reps: usize,
+    mut f: impl FnMut() -> candle_core::Result<()>,
+) -> candle_core::Result<f64> {
+    f()?;
+    device.synchronize()?;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        f()?;
     }
+    device.synchronize()?;
+    Ok(t0.elapsed().as_secs_f64() * 1e3 / reps as f64)
+}
+
+fn step_phases(
+    det: &Detector,
+    batch: &OwnedBatch,
+    cfg: &Stage2Config,
+    device: &Device,
+    reps: usize,
+) -> candle_core::Result<StepPhases> {
+    let loss = || {
+        stage2_loss(
+            &det.clip,
+            &det.teacher,
+            &det.img_fc,
+            &det.text_fc,
+            &batch.view(),
+            cfg,
+        )
+    };
+    Ok(StepPhases {
+        student_forward_ms: mean_ms(device, reps, || {
+            det.clip
+                .image_features(&batch.pixels, Mode::StudentTrain)
+                .map(drop)
+        })?,
+        forward_ms: mean_ms(device, reps, || loss().map(drop))?,
+        forward_backward_ms: mean_ms(device, reps, || loss()?.0.backward().map(drop))?,
+    })
 }
 
 /// Forward + backward of the surgery alone, `reps` times, milliseconds per repetition.
@@ -176,12 +222,21 @@ pub fn bench_steps(
                     step().context(ctx)?;
                 }
                 device.synchronize().context(ctx)?;
+                peak_memory::reset_peak(device);
                 let t0 = Instant::now();
                 for _ in 0..opts.steps {
                     step().context(ctx)?;
                 }
                 device.synchronize().context(ctx)?;
+                let peak_bytes = peak_memory::peak_bytes(device);
                 let step_ms = t0.elapsed().as_secs_f64() * 1e3 / opts.steps as f64;
+                let phases = match method {
+                    "dgs" => Some(
+                        step_phases(&det, &batch, &trainer.cfg, device, opts.steps.min(5))
+                            .context(ctx)?,
+                    ),
+                    _ => None,
+                };
                 let surgery = match variant {
                     Variant::PlainLora => None,
                     _ => Some(
@@ -198,7 +253,9 @@ pub fn bench_steps(
                     images_per_s: opts.batch as f64 / (step_ms / 1e3),
                     surgery_ms: surgery,
                     surgery_share: surgery.map(|s| s / step_ms),
-                    memory_bytes: memory_in_use(device),
+                    peak_bytes,
+                    device_bytes: peak_memory::device_in_use(device),
+                    phases,
                 };
                 on_row(&row);
                 rows.push(row);

@@ -37,6 +37,8 @@ pub struct DemoOptions {
     pub stage1_epochs: usize,
     pub stage2_epochs: usize,
     pub lr: f64,
+    /// Where the model trains and is evaluated (the data is generated on the CPU either way).
+    pub device: Device,
     pub quiet: bool,
 }
 
@@ -51,6 +53,7 @@ impl Default for DemoOptions {
             stage1_epochs: 3,
             stage2_epochs: 6,
             lr: 2e-3,
+            device: Device::Cpu,
             quiet: false,
         }
     }
@@ -165,7 +168,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
     let captions = Captions::from_file(&captions_path, MissingCaption::Error)?;
     let train_data = discover(&data.join("train"))?;
     let test_data = discover(&data.join("test"))?;
-    let (device, dtype) = (Device::Cpu, DType::F32);
+    let (device, dtype) = (opts.device.clone(), DType::F32);
 
     let mut report = Report::default();
     let mut loss_curves = Vec::new();

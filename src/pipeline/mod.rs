@@ -7,12 +7,13 @@ mod bench;
 pub mod demo;
 mod error;
 mod evaluate;
+mod peak_memory;
 mod progress;
 mod run;
 mod train;
 
 pub use batch::to_tensors;
-pub use bench::{StepBenchOptions, StepBenchRow, bench_steps};
+pub use bench::{StepBenchOptions, StepBenchRow, StepPhases, bench_steps};
 pub use demo::{DemoOptions, DemoOutcome, run_demo};
 pub use error::PipelineError;
 pub use evaluate::{Scored, evaluate, score_items};
