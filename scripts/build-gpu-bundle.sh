@@ -55,9 +55,16 @@ for line in sys.stdin:
 }
 # Only the test files with GPU cases travel (the CPU cases run in CI); the kernel tests need
 # only our kernels, so they are built without candle's CUDA backend (a fraction of the size).
-mapfile -t kernel_tests < <(grep -l 'backend_tests!\|dgs_gpu_tests' tests/*.rs | xargs -n1 basename | sed 's/\.rs$//' | grep -vx gpu_train)
+# Test files that need candle's CUDA backend say `feature = "cuda"`; they travel with --train.
+names() { xargs -r -n1 basename | sed 's/\.rs$//'; }
+mapfile -t gpu_tests < <(grep -l 'backend_tests!\|dgs_gpu_tests' tests/*.rs | names)
+mapfile -t candle_tests < <(grep -l 'feature = "cuda"' tests/*.rs | names)
+kernel_tests=()
+for t in "${gpu_tests[@]}"; do
+  [[ " ${candle_tests[*]} " == *" $t "* ]] || kernel_tests+=("$t")
+done
 copy_tests cuda-kernels "${kernel_tests[@]}"
-[ "$TRAIN" = 1 ] && copy_tests cuda gpu_train
+[ "$TRAIN" = 1 ] && copy_tests cuda "${candle_tests[@]}"
 CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bench surgery_cuda --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys, shutil
@@ -83,5 +90,5 @@ tar -C .carry -cf - tests bin | xz -T2 --lzma2=preset=6,dict=192MiB > .carry/bun
 rm -rf .carry/tests .carry/bin
 cp scripts/gpu-check.sh scripts/torch_reference.py scripts/bench-summary.py \
    scripts/torch_reference_step.py scripts/official_loss.py scripts/step-ratios.py \
-   scripts/kernel-ratios.py .carry/
+   scripts/kernel-ratios.py scripts/ncu-summary.py .carry/
 du -sh .carry .carry/*

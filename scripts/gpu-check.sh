@@ -12,6 +12,7 @@
 #      the official PyTorch training step on the same sizes, and their ratios,
 #   4. with a --train bundle: `dgs demo --device cuda` (train + evaluate the demo on the GPU),
 #   5. the kernel benchmarks (criterion) and the PyTorch kernel reference, and their ratios,
+#   (profile) one ViT-L/14 bf16 DGS step under ncu and the PyTorch step under torch.profiler,
 # then a short table. Logs go to $OUT (default ./gpu-out): summary.txt, dgs_step.json, torch_step.json and
 # gpu-logs.tar.gz (every log, the criterion estimates).
 set -uo pipefail
@@ -66,8 +67,13 @@ part() {
   return $rc
 }
 
+# DGS_GPU_PARTS picks parts (comma separated; default all): tests, self-check, step, profile,
+# demo, kernels.
+PARTS=",${DGS_GPU_PARTS:-tests,self-check,step,profile,demo,kernels},"
+want() { [[ $PARTS == *",$1,"* ]]; }
+
 # 1. GPU test cases.
-for t in "$CARRY"/tests/*; do
+want tests && for t in "$CARRY"/tests/*; do
   name=$(basename "$t")
   case $name in
     cuda_device|gpu_train) filter=() ;;
@@ -79,24 +85,46 @@ for t in "$CARRY"/tests/*; do
 done
 
 # 2. Self-check.
-part self-check-cuda 60 "$CARRY/bin/dgs" self-check --device cuda
-rows[${#rows[@]}-1]+=" — $(grep -E 'passed, [0-9]+ failed' "$LOGS/self-check-cuda.log" | tail -1)"
+if want self-check; then
+  part self-check-cuda 60 "$CARRY/bin/dgs" self-check --device cuda
+  rows[${#rows[@]}-1]+=" — $(grep -E 'passed, [0-9]+ failed' "$LOGS/self-check-cuda.log" | tail -1)"
+fi
 
 # 3. Training step against PyTorch.
 if [ -x "$CARRY/bin/dgs-cuda" ]; then
-  part dgs_step 200 "$CARRY/bin/dgs-cuda" bench step --device cuda --json "$LOGS/dgs_step.json"
-  part torch_step 200 "$PY" "$CARRY/torch_reference_step.py" --json "$LOGS/torch_step.json"
-  python3 "$CARRY/step-ratios.py" "$LOGS/dgs_step.json" "$LOGS/torch_step.json" > "$LOGS/step-ratios.txt" 2>&1 || true
+  if want step; then
+    part dgs_step 200 "$CARRY/bin/dgs-cuda" bench step --device cuda --json "$LOGS/dgs_step.json"
+    part torch_step 200 "$PY" "$CARRY/torch_reference_step.py" --json "$LOGS/torch_step.json"
+    python3 "$CARRY/step-ratios.py" "$LOGS/dgs_step.json" "$LOGS/torch_step.json" > "$LOGS/step-ratios.txt" 2>&1 || true
+  fi
+  # Where one ViT-L/14 bf16 DGS step's GPU time goes, kernel by kernel, in both.
+  if want profile; then
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    if [ -n "$NCU" ]; then
+      part ncu-dgs 120 "$NCU" --csv --print-units base --metrics gpu__time_duration.sum \
+        --launch-count 8000 "$CARRY/bin/dgs-cuda" bench step --device cuda --models vit-l14 \
+        --dtypes bf16 --methods dgs --warmup 0 --steps 1 --no-phases
+      python3 "$CARRY/ncu-summary.py" "$LOGS/ncu-dgs.log" 25 > "$LOGS/profile-dgs.txt" 2>&1
+    else
+      rows+=("ncu-dgs: NOT RUN (no ncu)")
+    fi
+    part torch-profile 90 "$PY" "$CARRY/torch_reference_step.py" --models vit-l14 --dtypes bf16 --profile
+    grep -v Warning "$LOGS/torch-profile.log" | tail -23 > "$LOGS/profile-torch.txt"
+  fi
   # 4. The demo trained and evaluated on the GPU.
-  part demo-cuda 120 "$CARRY/bin/dgs-cuda" demo --device cuda --out "$CARRY/demo"
-  cp "$CARRY/demo/report.txt" "$LOGS/demo-cuda-report.txt" 2>/dev/null || true
+  if want demo; then
+    part demo-cuda 120 "$CARRY/bin/dgs-cuda" demo --device cuda --out "$CARRY/demo"
+    cp "$CARRY/demo/report.txt" "$LOGS/demo-cuda-report.txt" 2>/dev/null || true
+  fi
 fi
 
 # 5. Kernel benchmarks and the PyTorch kernel reference.
-part bench 240 env CRITERION_HOME="$LOGS/criterion" "$CARRY/bin/surgery_cuda" --bench
-python3 "$CARRY/bench-summary.py" "$LOGS/criterion" > "$LOGS/bench-summary.txt" 2>&1 || true
-part torch 120 "$PY" "$CARRY/torch_reference.py" --json "$LOGS/torch.json"
-python3 "$CARRY/kernel-ratios.py" "$LOGS" > "$LOGS/ratios.txt" 2>&1 || true
+want kernels && part bench 240 env CRITERION_HOME="$LOGS/criterion" "$CARRY/bin/surgery_cuda" --bench
+if want kernels; then
+  python3 "$CARRY/bench-summary.py" "$LOGS/criterion" > "$LOGS/bench-summary.txt" 2>&1 || true
+  part torch 120 "$PY" "$CARRY/torch_reference.py" --json "$LOGS/torch.json"
+  python3 "$CARRY/kernel-ratios.py" "$LOGS" > "$LOGS/ratios.txt" 2>&1 || true
+fi
 
 summary() {
   echo "== kernel bench summary"; cat "$LOGS/bench-summary.txt" 2>/dev/null
@@ -106,9 +134,11 @@ summary() {
     echo "== training step (PyTorch)"; grep -v Warning "$LOGS/torch_step.log" 2>/dev/null
     echo "== demo on the GPU"; cat "$LOGS/demo-cuda-report.txt" 2>/dev/null
   fi
+  [ -f "$LOGS/profile-dgs.txt" ] && { echo "== profile: dgs ViT-L/14 bf16 DGS step (ncu)"; cat "$LOGS/profile-dgs.txt"; }
+  [ -f "$LOGS/profile-torch.txt" ] && { echo "== profile: PyTorch"; cat "$LOGS/profile-torch.txt"; }
   echo "== summary ($(cat "$LOGS/date.txt"); $(grep -m1 -oE 'NVIDIA [A-Z0-9a-z -]+' "$LOGS/nvidia-smi.txt" | head -1); ${SECONDS}s)"
   printf '%s\n' "${rows[@]}"
-  cat "$LOGS/ratios.txt"
+  cat "$LOGS/ratios.txt" 2>/dev/null
   [ -f "$LOGS/step-ratios.txt" ] && cat "$LOGS/step-ratios.txt"
 }
 summary > "$LOGS/summary.txt" 2>&1

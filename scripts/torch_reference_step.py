@@ -124,6 +124,35 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def profile(a, device):
+    """One DGS step (after warm-up) under torch.profiler: the CUDA kernels by total time."""
+    from collections import defaultdict
+    from torch.profiler import ProfilerActivity
+    name, dt = a.models.split(",")[0], a.dtypes.split(",")[0]
+    cfg, model, heads = build(name, DTYPES[dt], device)
+    step, _ = step_fn(cfg, model, heads, "dgs", a.batch, device, DTYPES[dt])
+    for _ in range(a.warmup):
+        step()
+    sync(device)
+    on_gpu = device.type == "cuda"
+    with torch.profiler.profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
+        step()
+        sync(device)
+    total, count = defaultdict(float), defaultdict(int)
+    for e in prof.events():
+        if (e.device_type == torch.autograd.DeviceType.CUDA) == on_gpu:
+            k = e.name.split("(")[0].split("<")[0].split("::")[-1][:60]
+            total[k] += e.time_range.elapsed_us()
+            count[k] += 1
+    grand = sum(total.values())
+    print(f"PyTorch {name} {dt} dgs step: {len(total)} kernels, {sum(count.values())} launches, "
+          f"{grand / 1e3:.1f} ms of GPU time")
+    print(f"{'kernel':<60} {'launches':>8} {'ms':>9} {'share':>7}")
+    for k, v in sorted(total.items(), key=lambda kv: -kv[1])[:20]:
+        print(f"{k:<60} {count[k]:>8} {v / 1e3:>9.2f} {100 * v / grand:>6.1f}%")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="vit-b32,vit-l14")
@@ -133,10 +162,15 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of timing: one DGS step of the first model and dtype under torch.profiler, "
+                         "its CUDA kernels grouped by name")
     a = ap.parse_args()
     device = torch.device(a.device)
     torch.manual_seed(0)
     rows = []
+    if a.profile:
+        return profile(a, device)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
           f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")
     print(f"{'model':<8} {'dtype':<5} {'method':<13} {'step ms':>9} {'images/s':>9} {'max alloc':>10} {'reserved':>10}")

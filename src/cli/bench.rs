@@ -35,6 +35,12 @@ pub struct StepArgs {
     pub device: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Methods to time (comma separated): dgs, dgs-op-chain, plain-lora.
+    #[arg(long, value_delimiter = ',', default_values = ["dgs", "dgs-op-chain", "plain-lora"])]
+    pub methods: Vec<String>,
+    /// Skip the per-phase timings of the DGS rows (e.g. under a profiler, to see one step alone).
+    #[arg(long)]
+    pub no_phases: bool,
     /// Also write the rows as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -107,6 +113,8 @@ pub fn run(b: &Bench) -> Result<(), PipelineError> {
         warmup: a.warmup,
         steps: a.steps,
         seed: a.seed,
+        methods: a.methods.clone(),
+        phases: !a.no_phases,
     };
     let rows = bench_steps(&opts, &device, print_row)?;
     if let Some(p) = &a.json {

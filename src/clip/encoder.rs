@@ -22,9 +22,11 @@ impl<'a> Builders<'a> {
     }
 }
 
-/// Layer normalisation written with differentiable tensor ops. candle-nn's `LayerNorm` and
-/// `softmax_last_dim` take fused kernels that record no backward pass, which would silently stop
-/// every gradient below them; training needs these.
+/// Layer normalisation. On CUDA our fused op with a backward pass ([`crate::ops::layer_norm`]:
+/// one kernel, no f32 intermediates kept by the autograd graph); elsewhere the same maths in
+/// differentiable tensor ops, which the CPU results (the demo, the parity tests) are pinned to.
+/// candle-nn's own fused `LayerNorm` records no backward pass and would silently stop every
+/// gradient below it.
 #[derive(Clone, Debug)]
 pub(crate) struct LayerNorm {
     weight: Tensor,
@@ -41,6 +43,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cuda() {
+            return crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let mean = x.mean_keepdim(candle_core::D::Minus1)?;
@@ -55,8 +60,12 @@ impl LayerNorm {
     }
 }
 
-/// Softmax over the last dimension, differentiable (see [`LayerNorm`]).
+/// Softmax over the last dimension, differentiable: our fused op on CUDA, tensor ops elsewhere
+/// (see [`LayerNorm`]).
 fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cuda() {
+        return crate::ops::softmax_last_dim(x);
+    }
     candle_nn::ops::softmax(x, candle_core::D::Minus1)
 }
 
@@ -99,9 +108,13 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split((self.q.forward(x, mode)? * self.scale)?)?;
-        let k = split(self.k.forward(x, mode)?)?;
-        let v = split(self.v.forward(x, mode)?)?;
+        let cast = match (mode, self.q.adapter_dtype()) {
+            (Mode::Frozen, _) | (_, None) => None,
+            (_, Some(dtype)) => Some(x.to_dtype(dtype)?),
+        };
+        let q = split((self.q.forward_with_cast(x, cast.as_ref(), mode)? * self.scale)?)?;
+        let k = split(self.k.forward_with_cast(x, cast.as_ref(), mode)?)?;
+        let v = split(self.v.forward_with_cast(x, cast.as_ref(), mode)?)?;
         let mut w = q.matmul(&k.t()?)?;
         if let Some(m) = mask {
             w = w.broadcast_add(m)?;
@@ -174,12 +187,10 @@ pub(crate) fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Ten
     Tensor::from_vec(v, (t, t), device)?.to_dtype(dtype)
 }
 
-/// Row `b` of `x` (`[B, T, C]`) at position `idx[b]`: `[B, C]`.
-pub(crate) fn gather_rows(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
-    let rows = idx
-        .iter()
-        .enumerate()
-        .map(|(b, &i)| x.get(b)?.get(i))
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::stack(&rows, 0)
+/// Row `b` of `x` (`[B, T, C]`) at position `idx[b]` (`[B]`, u32, on `x`'s device): `[B, C]`.
+pub(crate) fn gather_rows(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
+    let (b, t, c) = x.dims3()?;
+    let base = Tensor::arange(0u32, b as u32, x.device())?.affine(t as f64, 0.0)?;
+    let flat = (idx.to_dtype(DType::U32)? + base)?;
+    x.reshape((b * t, c))?.index_select(&flat, 0)
 }

@@ -2,7 +2,7 @@
 //! The scaling applies to the low-rank term only; dropout acts on the LoRA input only and only in
 //! training. `B` starts at zero, so a fresh adapter changes nothing.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Dropout, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -81,12 +81,30 @@ impl LoraLinear {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_with_cast(x, None, mode)
+    }
+
+    /// The dtype the adapter computes in (f32 even over f16/bf16 base weights), if it has one.
+    pub fn adapter_dtype(&self) -> Option<DType> {
+        self.adapter.as_ref().map(|ad| ad.a.dtype())
+    }
+
+    /// [`forward`](Self::forward) given `x` already cast to the adapter's dtype, so that layers
+    /// sharing an input (q, k, v) cast it once.
+    pub fn forward_with_cast(
+        &self,
+        x: &Tensor,
+        x_cast: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let y = self.base.forward(x)?;
         match (&self.adapter, mode) {
             (None, _) | (_, Mode::Frozen) => Ok(y),
             (Some(ad), mode) => {
-                // The adapter computes in its own dtype (f32) even over f16/bf16 base weights.
-                let x32 = x.to_dtype(ad.a.dtype())?;
+                let x32 = match x_cast {
+                    Some(c) if c.dtype() == ad.a.dtype() => c.clone(),
+                    _ => x.to_dtype(ad.a.dtype())?,
+                };
                 let xin = ad.dropout.forward(&x32, mode == Mode::StudentTrain)?;
                 let low = xin
                     .broadcast_matmul(&ad.a.t()?)?

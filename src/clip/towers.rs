@@ -1,6 +1,6 @@
 //! The vision tower (with LoRA) and the text tower (frozen), in the Hugging Face layout.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Embedding, Linear};
 
 use super::config::{TextConfig, VisionConfig};
@@ -107,21 +107,38 @@ impl TextTower {
         let x = self
             .final_ln
             .forward(&self.encoder.forward(&x, Some(&mask), Mode::Frozen)?)?;
-        let rows: Vec<Vec<u32>> = ids.to_vec2()?;
-        let eos: Vec<usize> = rows
-            .iter()
-            .map(|r| {
-                if self.eos == LEGACY_EOS {
-                    (0..t)
-                        .max_by_key(|&i| (r[i], std::cmp::Reverse(i)))
-                        .unwrap_or(0)
-                } else {
-                    r.iter().position(|&id| id == self.eos).unwrap_or(t - 1)
-                }
-            })
-            .collect();
-        gather_rows(&x, &eos)
+        let at = eos_positions(ids, self.eos)?;
+        gather_rows(&x, &at)
     }
+}
+
+/// The position of each row's end-of-text token in `ids` (`[B, T]`, u32), computed on the ids'
+/// device (no host round trip inside a training step): the first `eos` (the last position if a
+/// row has none); for the legacy configs (eos 2) the highest id, first of equals — what
+/// transformers' CLIP text model pools. Each position gets a distinct score whose maximum is the
+/// answer, so `argmax` has no ties to break.
+pub(crate) fn eos_positions(ids: &Tensor, eos: u32) -> Result<Tensor> {
+    let (_, t) = ids.dims2()?;
+    let dev = ids.device();
+    // Scores stay below 2^24 (ids < 2^17 in any CLIP vocabulary, t ≤ 77): exact in f32.
+    let later = Tensor::arange(0u32, t as u32, dev)?
+        .to_dtype(DType::F32)?
+        .affine(-1.0, (t - 1) as f64)?; // t−1−i: earlier positions score higher
+    let score = if eos == LEGACY_EOS {
+        ids.to_dtype(DType::F32)?
+            .affine(t as f64, 0.0)?
+            .broadcast_add(&later)?
+    } else {
+        let last = Tensor::arange(0u32, t as u32, dev)?
+            .eq((t - 1) as u32)?
+            .to_dtype(DType::F32)?
+            .affine(0.5, 0.0)?; // beats nothing but "no eos at all"
+        ids.eq(eos)?
+            .to_dtype(DType::F32)?
+            .broadcast_mul(&(later + 1.0)?)?
+            .broadcast_add(&last)?
+    };
+    score.argmax(1)
 }
 
 /// Projection without bias (`visual_projection`, `text_projection`).
@@ -131,4 +148,37 @@ pub(crate) fn projection(
     vb: candle_nn::VarBuilder<'_>,
 ) -> Result<Linear> {
     candle_nn::linear_no_bias(input, output, vb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn positions(rows: Vec<Vec<u32>>, eos: u32) -> Vec<u32> {
+        let ids = Tensor::new(rows, &Device::Cpu).unwrap();
+        eos_positions(&ids, eos).unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn the_first_eos_or_the_last_position() {
+        let rows = vec![
+            vec![5, 9, 63, 0, 63], // first of two
+            vec![5, 9, 1, 4, 3],   // none: the last position
+            vec![63, 9, 1, 4, 3],  // at the start
+            vec![5, 9, 1, 4, 63],  // at the end
+            vec![63, 63, 63, 63, 63],
+        ];
+        assert_eq!(positions(rows, 63), [2, 4, 0, 4, 0]);
+    }
+
+    #[test]
+    fn legacy_configs_pool_the_highest_id_first_of_equals() {
+        let rows = vec![
+            vec![49406, 320, 49407, 0, 0],
+            vec![49406, 49407, 49407, 0, 0],
+            vec![7, 7, 7, 7, 7],
+        ];
+        assert_eq!(positions(rows, LEGACY_EOS), [2, 1, 0]);
+    }
 }

@@ -1,4 +1,6 @@
-//! candle ops built on the surgery library: the official DGS hook as an autograd op.
+//! candle ops built on the surgery library: the official DGS hook as an autograd op; and the two
+//! fused transformer ops with a backward pass that training CLIP on the GPU needs
+//! ([`layer_norm`], [`softmax_last_dim`]).
 //!
 //! [`orthogonal_suppression`] is the identity in the forward pass; in the backward pass the
 //! gradient reaching its input is replaced, row by row, by `g − (g·ĥ) ĥ` with
@@ -7,10 +9,14 @@
 //! with the `cuda` feature, CUDA tensors run our fused kernel on candle's stream, with no host
 //! synchronisation.
 
+mod layer_norm;
+mod softmax;
 mod suppression;
 #[cfg(feature = "cuda")]
 mod suppression_cuda;
 
+pub use layer_norm::layer_norm;
+pub use softmax::softmax_last_dim;
 pub use suppression::{
     ProjectOffHarm, orthogonal_suppression, orthogonal_suppression_op_chain, project_off_harm,
 };

@@ -62,6 +62,10 @@ pub struct StepBenchOptions {
     pub warmup: usize,
     pub steps: usize,
     pub seed: u64,
+    /// Which of `dgs`, `dgs-op-chain`, `plain-lora` to time.
+    pub methods: Vec<String>,
+    /// Time the phases of the DGS rows ([`StepPhases`]).
+    pub phases: bool,
 }
 
 const METHODS: [(&str, Variant, SurgeryImpl); 3] = [
@@ -187,6 +191,15 @@ pub fn bench_steps(
             "batch and steps must be at least 1".into(),
         ));
     }
+    if let Some(m) = opts
+        .methods
+        .iter()
+        .find(|m| !METHODS.iter().any(|(name, _, _)| name == m))
+    {
+        return Err(PipelineError::Invalid(format!(
+            "unknown method `{m}`: use dgs, dgs-op-chain or plain-lora"
+        )));
+    }
     let mut rows = Vec::new();
     for (name, config) in &opts.models {
         for &dtype in &opts.dtypes {
@@ -206,7 +219,10 @@ pub fn bench_steps(
             .context(ctx)?;
             let det = Detector::from_parts(clip, lora, lora_vars, device).context(ctx)?;
             let batch = random_batch(config, opts.batch, dtype, device, opts.seed).context(ctx)?;
-            for (method, variant, surgery) in METHODS {
+            let chosen = METHODS
+                .into_iter()
+                .filter(|(m, _, _)| opts.methods.iter().any(|c| c == m));
+            for (method, variant, surgery) in chosen {
                 let cfg = Stage2Config {
                     variant,
                     surgery,
@@ -231,7 +247,7 @@ pub fn bench_steps(
                 let peak_bytes = peak_memory::peak_bytes(device);
                 let step_ms = t0.elapsed().as_secs_f64() * 1e3 / opts.steps as f64;
                 let phases = match method {
-                    "dgs" => Some(
+                    "dgs" if opts.phases => Some(
                         step_phases(&det, &batch, &trainer.cfg, device, opts.steps.min(5))
                             .context(ctx)?,
                     ),
