@@ -1,11 +1,12 @@
 //! The CLIP transformer layer (pre-norm, quick-GELU MLP), shared by both towers. The vision tower
 //! puts LoRA on q, k and v; the text tower has none.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::TowerConfig;
 use super::lora::{LoraConfig, LoraLinear, Mode};
+use crate::ops::frozen_linear;
 
 /// Frozen weights from `vb`; adapters (if any) from `lora`, under the same names.
 pub(crate) struct Builders<'a> {
@@ -121,7 +122,7 @@ impl Attention {
         }
         let w = softmax_last(&w)?;
         let y = w.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
-        self.out.forward(&y)
+        frozen_linear(&self.out, &y)
     }
 }
 
@@ -147,9 +148,8 @@ impl Layer {
 
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask, mode)?)?;
-        let m = self
-            .fc2
-            .forward(&quick_gelu(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
+        let h = frozen_linear(&self.fc1, &self.ln2.forward(&x)?)?;
+        let m = frozen_linear(&self.fc2, &quick_gelu(&h)?)?;
         x + m
     }
 }

@@ -2,7 +2,7 @@
 //! The scaling applies to the low-rank term only; dropout acts on the LoRA input only and only in
 //! training. `B` starts at zero, so a fresh adapter changes nothing.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Dropout, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +97,7 @@ impl LoraLinear {
         x_cast: Option<&Tensor>,
         mode: Mode,
     ) -> Result<Tensor> {
-        let y = self.base.forward(x)?;
+        let y = crate::ops::frozen_linear(&self.base, x)?;
         match (&self.adapter, mode) {
             (None, _) | (_, Mode::Frozen) => Ok(y),
             (Some(ad), mode) => {

@@ -84,8 +84,7 @@ impl Clip {
 
     /// Image features `[B, projection_dim]` from pixels `[B, 3, H, W]` (normalised).
     pub fn image_features(&self, pixels: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.visual_projection
-            .forward(&self.vision.forward(pixels, mode)?)
+        crate::ops::frozen_linear(&self.visual_projection, &self.vision.forward(pixels, mode)?)
     }
 
     /// Text features `[B, projection_dim]` from token ids `[B, T]` (u32).

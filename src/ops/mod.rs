@@ -1,6 +1,7 @@
 //! candle ops built on the surgery library: the official DGS hook as an autograd op; and the two
 //! fused transformer ops with a backward pass that training CLIP on the GPU needs
-//! ([`layer_norm`], [`softmax_last_dim`]).
+//! ([`layer_norm`], [`softmax_last_dim`]); and [`frozen_linear`], a frozen layer whose backward
+//! computes the input gradient only.
 //!
 //! [`orthogonal_suppression`] is the identity in the forward pass; in the backward pass the
 //! gradient reaching its input is replaced, row by row, by `g − (g·ĥ) ĥ` with
@@ -9,12 +10,14 @@
 //! with the `cuda` feature, CUDA tensors run our fused kernel on candle's stream, with no host
 //! synchronisation.
 
+mod frozen_linear;
 mod layer_norm;
 mod softmax;
 mod suppression;
 #[cfg(feature = "cuda")]
 mod suppression_cuda;
 
+pub use frozen_linear::frozen_linear;
 pub use layer_norm::layer_norm;
 pub use softmax::softmax_last_dim;
 pub use suppression::{

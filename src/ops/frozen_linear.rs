@@ -1,0 +1,102 @@
+//! A linear layer with frozen weights whose backward pass returns only the input gradient.
+//!
+//! candle's autograd differentiates every input of every op: through a frozen `Linear` it also
+//! computes the weight gradient (a GEMM as large as the forward one) and the bias gradient, and
+//! accumulates each into a fresh zero tensor the size of the operand (for the bias: the size of
+//! the output). A DGS step needs none of these — the base weights are frozen — and the GPU
+//! profile (docs/perf.md) shows them among the largest costs of the backward. Here the forward
+//! is candle-nn's own `Linear` on a detached input (the same numbers), and one op ties the
+//! output back to the input with the backward `dx = g · W`.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use candle_nn::Linear;
+
+struct InputGradOnly {
+    weight: Tensor,
+}
+
+/// The output is handed back unchanged (one copy: a custom op must return its own storage).
+fn check_fresh(layout: &Layout) -> Result<()> {
+    if !layout.is_contiguous() || layout.start_offset() != 0 {
+        candle_core::bail!("frozen linear: the output must be a fresh contiguous tensor")
+    }
+    Ok(())
+}
+
+impl CustomOp2 for InputGradOnly {
+    fn name(&self) -> &'static str {
+        "dgs-frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        y: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        check_fresh(yl)?;
+        Ok((y.try_clone(yl)?, yl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        y: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        check_fresh(yl)?;
+        Ok((y.try_clone(yl)?, yl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // As candle-nn's forward does: rows flattened to one [N, out] × [out, in] product, so the
+        // input gradient is the same product plain autograd computes.
+        let dims = grad.dims().to_vec();
+        let out = dims.last().copied().unwrap_or(1);
+        let mut shape = dims;
+        if let Some(last) = shape.last_mut() {
+            *last = self.weight.dim(1)?;
+        }
+        let dx = grad
+            .detach()
+            .contiguous()?
+            .reshape(((), out))?
+            .matmul(&self.weight)?
+            .reshape(shape)?;
+        Ok((Some(dx), None))
+    }
+}
+
+/// `layer(x)` for a `Linear` whose weight and bias are frozen: the same forward as candle-nn's,
+/// differentiable with respect to `x` only (no weight or bias gradients are computed). An input
+/// that carries no gradient takes the plain path; trainable weights are refused.
+pub fn frozen_linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    if !x.track_op() {
+        return layer.forward(x);
+    }
+    if layer.weight().is_variable() || layer.bias().is_some_and(Tensor::is_variable) {
+        candle_core::bail!(
+            "frozen linear: the weight or bias is trainable; use candle_nn::Linear for it"
+        )
+    }
+    let mut y = layer.forward(&x.detach())?;
+    if !y.is_contiguous() || y.layout().start_offset() != 0 {
+        y = y.copy()?;
+    }
+    x.apply_op2(
+        &y,
+        InputGradOnly {
+            weight: layer.weight().detach(),
+        },
+    )
+}
