@@ -89,6 +89,18 @@ fn case(device: &Device) {
                     .to_scalar::<f64>()
                     .unwrap();
                 assert_eq!(same, 0.0, "{tag}: the forward is candle-nn's");
+                let untracked = dgs::ops::frozen_linear(&l, &x.as_tensor().detach()).unwrap();
+                assert!(!untracked.track_op());
+                let diff = (untracked.to_dtype(DType::F64).unwrap()
+                    - plain.to_dtype(DType::F64).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+                assert_eq!(diff, 0.0, "{tag}: the untracked forward is candle-nn's");
                 let g = on(&g64, DType::F32, device);
                 let grads = (y.to_dtype(DType::F32).unwrap() * g)
                     .unwrap()

@@ -5,11 +5,12 @@
 //! accumulates each into a fresh zero tensor the size of the operand (for the bias: the size of
 //! the output). A DGS step needs none of these — the base weights are frozen — and the GPU
 //! profile (docs/perf.md) shows them among the largest costs of the backward. Here the forward
-//! is candle-nn's own `Linear` on a detached input (the same numbers), and one op ties the
-//! output back to the input with the backward `dx = g · W`.
+//! runs on a detached input (the same numbers as candle-nn's `Linear`, bias added without the
+//! broadcasting kernel), and one op ties the output back to the input with the backward
+//! `dx = g · W`.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use candle_nn::Linear;
 
 struct InputGradOnly {
@@ -77,19 +78,47 @@ impl CustomOp2 for InputGradOnly {
     }
 }
 
-/// `layer(x)` for a `Linear` whose weight and bias are frozen: the same forward as candle-nn's,
-/// differentiable with respect to `x` only (no weight or bias gradients are computed). An input
-/// that carries no gradient takes the plain path; trainable weights are refused.
+/// `x · Wᵀ + b` on untracked tensors, with the same numbers as candle-nn's `Linear` (rows
+/// flattened to one product). The bias is added as a product with a column of ones and a
+/// same-shape add: candle's broadcasting add indexes every element through 64-bit divisions over
+/// the shape, and was the largest forward cost in the GPU profile; `1 · b` is exact, so the sum
+/// is the same.
+fn forward(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (out, inp) = layer.weight().dims2()?;
+    if dims.last() != Some(&inp) {
+        candle_core::bail!(
+            "frozen linear: input {dims:?} does not end in the layer's {inp} features"
+        )
+    }
+    let mut y = x
+        .contiguous()?
+        .reshape(((), inp))?
+        .matmul(&layer.weight().t()?)?;
+    if let Some(b) = layer.bias() {
+        let ones = Tensor::ones((y.dim(0)?, 1), y.dtype(), y.device())?;
+        y = (y + ones.matmul(&b.reshape((1, out))?)?)?;
+    }
+    let mut shape = dims;
+    if let Some(last) = shape.last_mut() {
+        *last = out;
+    }
+    y.reshape(shape)
+}
+
+/// `layer(x)` for a `Linear` whose weight and bias are frozen: candle-nn's forward (same
+/// numbers), differentiable with respect to `x` only (no weight or bias gradients are computed).
+/// Trainable weights are refused when `x` carries a gradient.
 pub fn frozen_linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
     if !x.track_op() {
-        return layer.forward(x);
+        return forward(layer, x);
     }
     if layer.weight().is_variable() || layer.bias().is_some_and(Tensor::is_variable) {
         candle_core::bail!(
             "frozen linear: the weight or bias is trainable; use candle_nn::Linear for it"
         )
     }
-    let mut y = layer.forward(&x.detach())?;
+    let mut y = forward(layer, &x.detach())?;
     if !y.is_contiguous() || y.layout().start_offset() != 0 {
         y = y.copy()?;
     }
