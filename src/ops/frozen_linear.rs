@@ -13,6 +13,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use candle_nn::Linear;
 
+use super::repeat::repeat_rows;
+
 struct InputGradOnly {
     weight: Tensor,
 }
@@ -79,10 +81,9 @@ impl CustomOp2 for InputGradOnly {
 }
 
 /// `x · Wᵀ + b` on untracked tensors, with the same numbers as candle-nn's `Linear` (rows
-/// flattened to one product). The bias is added as a product with a column of ones and a
-/// same-shape add: candle's broadcasting add indexes every element through 64-bit divisions over
-/// the shape, and was the largest forward cost in the GPU profile; `1 · b` is exact, so the sum
-/// is the same.
+/// flattened to one product). The bias is expanded to the output's shape first
+/// ([`repeat_rows`]): candle's broadcasting add was the largest forward cost in the GPU profile;
+/// the expansion is exact, so the sum is the same.
 fn forward(layer: &Linear, x: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (out, inp) = layer.weight().dims2()?;
@@ -96,8 +97,7 @@ fn forward(layer: &Linear, x: &Tensor) -> Result<Tensor> {
         .reshape(((), inp))?
         .matmul(&layer.weight().t()?)?;
     if let Some(b) = layer.bias() {
-        let ones = Tensor::ones((y.dim(0)?, 1), y.dtype(), y.device())?;
-        y = (y + ones.matmul(&b.reshape((1, out))?)?)?;
+        y = (&y + repeat_rows(b, y.dim(0)?)?)?;
     }
     let mut shape = dims;
     if let Some(last) = shape.last_mut() {

@@ -13,6 +13,8 @@ use candle_core::{
     CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, WithDType,
 };
 use half::{bf16, f16};
+
+use super::repeat::{repeat_cols, repeat_rows};
 use rayon::prelude::*;
 
 struct LayerNorm {
@@ -188,18 +190,32 @@ impl CustomOp1 for LayerNorm {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        use candle_core::D::Minus1;
-        let x = arg.detach().to_dtype(DType::F32)?;
-        let centred = x.broadcast_sub(&x.mean_keepdim(Minus1)?)?;
-        let var = centred.sqr()?.mean_keepdim(Minus1)?;
-        let rstd = (var + f64::from(self.eps))?.sqrt()?.recip()?;
-        let xhat = centred.broadcast_mul(&rstd)?;
-        let gw = grad
+        // Rows flattened to [N, C]; row statistics are expanded with `repeat_cols` so that every
+        // element-wise op below runs on same-shape operands.
+        let shape = arg.dims().to_vec();
+        let c = shape.last().copied().unwrap_or(1).max(1);
+        let inv_c = 1.0 / c as f64;
+        let x = arg.detach().to_dtype(DType::F32)?.reshape(((), c))?;
+        let n = x.dim(0)?;
+        let mean = x.sum_keepdim(1)?.affine(inv_c, 0.0)?;
+        let centred = (&x - repeat_cols(&mean, c)?)?;
+        let var = centred
+            .sqr()?
+            .sum_keepdim(1)?
+            .affine(inv_c, f64::from(self.eps))?;
+        let rstd = repeat_cols(&var.sqrt()?.recip()?, c)?;
+        let xhat = (centred * &rstd)?;
+        let weight = repeat_rows(&self.weight.to_dtype(DType::F32)?, n)?;
+        let gw = (grad
+            .detach()
             .to_dtype(DType::F32)?
-            .broadcast_mul(&self.weight.to_dtype(DType::F32)?)?;
-        let inner = (gw.broadcast_sub(&gw.mean_keepdim(Minus1)?)?
-            - xhat.broadcast_mul(&(&gw * &xhat)?.mean_keepdim(Minus1)?)?)?;
-        Ok(Some(inner.broadcast_mul(&rstd)?.to_dtype(arg.dtype())?))
+            .contiguous()?
+            .reshape((n, c))?
+            * weight)?;
+        let m1 = gw.sum_keepdim(1)?.affine(inv_c, 0.0)?;
+        let m2 = (&gw * &xhat)?.sum_keepdim(1)?.affine(inv_c, 0.0)?;
+        let inner = ((gw - repeat_cols(&m1, c)?)? - (xhat * repeat_cols(&m2, c)?)?)?;
+        Ok(Some((inner * rstd)?.reshape(shape)?.to_dtype(arg.dtype())?))
     }
 }
 

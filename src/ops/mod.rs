@@ -12,6 +12,7 @@
 
 mod frozen_linear;
 mod layer_norm;
+mod repeat;
 mod softmax;
 mod suppression;
 #[cfg(feature = "cuda")]

@@ -9,6 +9,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use half::{bf16, f16};
+
+use super::repeat::repeat_cols;
 use rayon::prelude::*;
 
 struct SoftmaxLastDim;
@@ -111,11 +113,19 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let y = res.detach().to_dtype(DType::F32)?;
-        let gy = (grad.to_dtype(DType::F32)? * &y)?;
-        let s = gy.sum_keepdim(candle_core::D::Minus1)?;
-        let dx = (gy - y.broadcast_mul(&s)?)?;
-        Ok(Some(dx.to_dtype(arg.dtype())?))
+        // Rows flattened to [N, C], the row sums expanded so that no op broadcasts.
+        let shape = arg.dims().to_vec();
+        let c = shape.last().copied().unwrap_or(1).max(1);
+        let y = res.detach().to_dtype(DType::F32)?.reshape(((), c))?;
+        let g = grad
+            .detach()
+            .to_dtype(DType::F32)?
+            .contiguous()?
+            .reshape(((), c))?;
+        let gy = (g * &y)?;
+        let s = repeat_cols(&gy.sum_keepdim(1)?, c)?;
+        let dx = (gy - (y * s)?)?;
+        Ok(Some(dx.reshape(shape)?.to_dtype(arg.dtype())?))
     }
 }
 
