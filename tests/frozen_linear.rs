@@ -152,7 +152,7 @@ fn case(device: &Device) {
 }
 
 #[test]
-fn untracked_inputs_take_the_plain_path_and_trainable_weights_are_refused() {
+fn untracked_inputs_take_the_plain_path_and_trainable_weights_keep_their_gradients() {
     let dev = Device::Cpu;
     let w = Tensor::ones((3, 2), DType::F32, &dev).unwrap();
     let x = Tensor::ones((4, 2), DType::F32, &dev).unwrap();
@@ -161,12 +161,14 @@ fn untracked_inputs_take_the_plain_path_and_trainable_weights_are_refused() {
     assert_eq!(y.to_vec2::<f32>().unwrap(), vec![vec![2.0f32; 3]; 4]);
     let trainable = Var::ones((3, 2), DType::F32, &dev).unwrap();
     let xv = Var::ones((4, 2), DType::F32, &dev).unwrap();
-    let e = dgs::ops::frozen_linear(
-        &Linear::new(trainable.as_tensor().clone(), None),
-        xv.as_tensor(),
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("trainable"), "{e}");
+    let layer = Linear::new(trainable.as_tensor().clone(), None);
+    let y = dgs::ops::frozen_linear(&layer, xv.as_tensor()).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let gw = grads
+        .get(trainable.as_tensor())
+        .expect("a trainable weight keeps its gradient");
+    assert_eq!(gw.to_vec2::<f32>().unwrap(), vec![vec![4.0f32; 2]; 3]);
+    assert!(grads.get(xv.as_tensor()).is_some());
 }
 
 #[test]

@@ -44,7 +44,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cuda() {
+        // The fused op gives no gradient to the scale and shift: only for frozen ones.
+        let frozen = !self.weight.is_variable() && !self.bias.is_variable();
+        if x.device().is_cuda() && frozen {
             return crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps);
         }
         let dtype = x.dtype();

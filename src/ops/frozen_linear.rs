@@ -108,15 +108,14 @@ fn forward(layer: &Linear, x: &Tensor) -> Result<Tensor> {
 
 /// `layer(x)` for a `Linear` whose weight and bias are frozen: candle-nn's forward (same
 /// numbers), differentiable with respect to `x` only (no weight or bias gradients are computed).
-/// Trainable weights are refused when `x` carries a gradient.
+/// A layer whose weight or bias is a trainable variable takes candle-nn's own path, so that it
+/// gets its gradients.
 pub fn frozen_linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    if layer.weight().is_variable() || layer.bias().is_some_and(Tensor::is_variable) {
+        return candle_core::Module::forward(layer, x);
+    }
     if !x.track_op() {
         return forward(layer, x);
-    }
-    if layer.weight().is_variable() || layer.bias().is_some_and(Tensor::is_variable) {
-        candle_core::bail!(
-            "frozen linear: the weight or bias is trainable; use candle_nn::Linear for it"
-        )
     }
     let mut y = forward(layer, &x.detach())?;
     if !y.is_contiguous() || y.layout().start_offset() != 0 {
