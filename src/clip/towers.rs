@@ -121,7 +121,8 @@ pub(crate) fn eos_positions(ids: &Tensor, eos: u32) -> Result<Tensor> {
     let (_, t) = ids.dims2()?;
     let dev = ids.device();
     // Scores stay below 2^24 (ids < 2^17 in any CLIP vocabulary, t ≤ 77): exact in f32.
-    let later = Tensor::arange(0u32, t as u32, dev)?
+    let position = Tensor::arange(0u32, t as u32, dev)?;
+    let later = position
         .to_dtype(DType::F32)?
         .affine(-1.0, (t - 1) as f64)?; // t−1−i: earlier positions score higher
     let score = if eos == LEGACY_EOS {
@@ -129,7 +130,7 @@ pub(crate) fn eos_positions(ids: &Tensor, eos: u32) -> Result<Tensor> {
             .affine(t as f64, 0.0)?
             .broadcast_add(&later)?
     } else {
-        let last = Tensor::arange(0u32, t as u32, dev)?
+        let last = position
             .eq((t - 1) as u32)?
             .to_dtype(DType::F32)?
             .affine(0.5, 0.0)?; // beats nothing but "no eos at all"

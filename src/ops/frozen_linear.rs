@@ -57,25 +57,19 @@ impl CustomOp2 for InputGradOnly {
 
     fn bwd(
         &self,
-        _x: &Tensor,
+        x: &Tensor,
         _y: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // As candle-nn's forward does: rows flattened to one [N, out] × [out, in] product, so the
         // input gradient is the same product plain autograd computes.
-        let dims = grad.dims().to_vec();
-        let out = dims.last().copied().unwrap_or(1);
-        let mut shape = dims;
-        if let Some(last) = shape.last_mut() {
-            *last = self.weight.dim(1)?;
-        }
         let dx = grad
             .detach()
             .contiguous()?
-            .reshape(((), out))?
+            .reshape(((), self.weight.dim(0)?))?
             .matmul(&self.weight)?
-            .reshape(shape)?;
+            .reshape(x.shape())?;
         Ok((Some(dx), None))
     }
 }

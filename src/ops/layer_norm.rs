@@ -14,6 +14,7 @@ use candle_core::{
 };
 use half::{bf16, f16};
 
+use super::last_dim::{LastDim, last_dim};
 use super::repeat::{repeat_cols, repeat_rows};
 use rayon::prelude::*;
 
@@ -42,11 +43,9 @@ fn layer_norm_rows<T: WithDType>(x: &[T], w: &[T], b: &[T], eps: f32) -> Vec<T> 
 }
 
 impl LayerNorm {
-    fn check(&self, layout: &Layout) -> Result<(usize, usize)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("layer norm: the input must be contiguous")
-        };
-        let cols = layout.dims().last().copied().unwrap_or(0);
+    fn check(&self, layout: &Layout) -> Result<LastDim> {
+        let rows = last_dim(layout, "layer norm")?;
+        let cols = rows.cols;
         if self.weight.dims() != [cols] || self.bias.dims() != [cols] {
             candle_core::bail!(
                 "layer norm: input rows of {cols} but weight {:?} and bias {:?}",
@@ -54,7 +53,7 @@ impl LayerNorm {
                 self.bias.dims()
             )
         }
-        Ok((start, end))
+        Ok(rows)
     }
 }
 
@@ -64,7 +63,7 @@ impl CustomOp1 for LayerNorm {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (start, end) = self.check(layout)?;
+        let LastDim { start, end, .. } = self.check(layout)?;
         let (ws, wl) = self.weight.storage_and_layout();
         let (bs, bl) = self.bias.storage_and_layout();
         let (Storage::Cpu(ws), Storage::Cpu(bs)) = (&*ws, &*bs) else {
@@ -126,20 +125,18 @@ impl CustomOp1 for LayerNorm {
                 bl: &Layout,
                 dev: &CudaDevice,
             ) -> Result<CudaSlice<T>> {
-                let (Some((s0, s1)), Some((w0, w1)), Some((b0, b1))) = (
-                    layout.contiguous_offsets(),
-                    wl.contiguous_offsets(),
-                    bl.contiguous_offsets(),
-                ) else {
-                    candle_core::bail!("layer norm: input, weight and bias must be contiguous")
+                let LastDim {
+                    start,
+                    end,
+                    rows,
+                    cols,
+                } = last_dim(layout, "layer norm")?;
+                let (Some((w0, w1)), Some((b0, b1))) =
+                    (wl.contiguous_offsets(), bl.contiguous_offsets())
+                else {
+                    candle_core::bail!("layer norm: weight and bias must be contiguous")
                 };
-                let (src, w, b) = (src.slice(s0..s1), w.slice(w0..w1), b.slice(b0..b1));
-                let n = layout.shape().elem_count();
-                let cols = layout.dims().last().copied().unwrap_or(1).max(1);
-                let rows = n / cols;
-                if rows > u32::MAX as usize || cols > i32::MAX as usize {
-                    candle_core::bail!("layer norm: {rows} rows of {cols} exceed one launch")
-                }
+                let (src, w, b) = (src.slice(start..end), w.slice(w0..w1), b.slice(b0..b1));
                 // candle's kernel: one block per row (a warp below 1024 columns).
                 let block = if cols < 1024 { 32 } else { 1024 };
                 let cfg = LaunchConfig {
@@ -150,7 +147,7 @@ impl CustomOp1 for LayerNorm {
                 let func =
                     dev.get_or_load_func(&kernel_name::<T>("layernorm"), &kernels::REDUCE)?;
                 // SAFETY: every element is written by the kernel before anyone reads it.
-                let dst = unsafe { dev.alloc::<T>(n)? };
+                let dst = unsafe { dev.alloc::<T>(rows * cols)? };
                 let mut k = func.builder();
                 k.arg(&src);
                 k.arg(&dst);

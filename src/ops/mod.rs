@@ -11,6 +11,7 @@
 //! synchronisation.
 
 mod frozen_linear;
+mod last_dim;
 mod layer_norm;
 mod repeat;
 mod softmax;

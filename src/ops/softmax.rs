@@ -10,6 +10,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use half::{bf16, f16};
 
+use super::last_dim::{LastDim, last_dim};
 use super::repeat::repeat_cols;
 use rayon::prelude::*;
 
@@ -40,10 +41,9 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("softmax: the input must be contiguous")
-        };
-        let cols = layout.dims().last().copied().unwrap_or(1).max(1);
+        let LastDim {
+            start, end, cols, ..
+        } = last_dim(layout, "softmax")?;
         let out = match storage {
             CpuStorage::F32(s) => CpuStorage::F32(softmax_rows(&s[start..end], cols)),
             CpuStorage::F64(s) => CpuStorage::F64(softmax_rows(&s[start..end], cols)),
@@ -74,16 +74,13 @@ impl CustomOp1 for SoftmaxLastDim {
                 dev: &CudaDevice,
                 layout: &Layout,
             ) -> Result<CudaSlice<T>> {
-                let Some((start, end)) = layout.contiguous_offsets() else {
-                    candle_core::bail!("softmax: the input must be contiguous")
-                };
+                let LastDim {
+                    start,
+                    end,
+                    rows,
+                    cols,
+                } = last_dim(layout, "softmax")?;
                 let src = src.slice(start..end);
-                let n = layout.shape().elem_count();
-                let cols = layout.dims().last().copied().unwrap_or(1).max(1);
-                let rows = n / cols;
-                if rows > u32::MAX as usize || cols > i32::MAX as usize {
-                    candle_core::bail!("softmax: {rows} rows of {cols} exceed one launch")
-                }
                 // candle's kernel: one warp (along y) per row, f32 accumulation of the sum.
                 let cfg = LaunchConfig {
                     grid_dim: (rows as u32, 1, 1),
@@ -92,7 +89,7 @@ impl CustomOp1 for SoftmaxLastDim {
                 };
                 let func = dev.get_or_load_func(&kernel_name::<T>("softmax"), &kernels::REDUCE)?;
                 // SAFETY: every element is written by the kernel before anyone reads it.
-                let dst = unsafe { dev.alloc::<T>(n)? };
+                let dst = unsafe { dev.alloc::<T>(rows * cols)? };
                 let mut b = func.builder();
                 b.arg(&src);
                 b.arg(&dst);

@@ -105,14 +105,19 @@ fn random_batch(
     })
 }
 
-/// Mean milliseconds of `f` over `reps` device-synchronised runs, after one warm-up run.
+/// Mean milliseconds of `f` over `reps` device-synchronised runs, after `warmup` runs. The peak
+/// memory mark restarts with the timed runs ([`peak_memory::peak_bytes`] right after reads theirs).
 fn mean_ms(
     device: &Device,
+    warmup: usize,
     reps: usize,
     mut f: impl FnMut() -> candle_core::Result<()>,
 ) -> candle_core::Result<f64> {
-    f()?;
+    for _ in 0..warmup {
+        f()?;
+    }
     device.synchronize()?;
+    peak_memory::reset_peak(device);
     let t0 = Instant::now();
     for _ in 0..reps {
         f()?;
@@ -139,13 +144,13 @@ fn step_phases(
         )
     };
     Ok(StepPhases {
-        student_forward_ms: mean_ms(device, reps, || {
+        student_forward_ms: mean_ms(device, 1, reps, || {
             det.clip
                 .image_features(&batch.pixels, Mode::StudentTrain)
                 .map(drop)
         })?,
-        forward_ms: mean_ms(device, reps, || loss().map(drop))?,
-        forward_backward_ms: mean_ms(device, reps, || loss()?.0.backward().map(drop))?,
+        forward_ms: mean_ms(device, 1, reps, || loss().map(drop))?,
+        forward_backward_ms: mean_ms(device, 1, reps, || loss()?.0.backward().map(drop))?,
     })
 }
 
@@ -168,16 +173,7 @@ fn surgery_ms(
         (y * &w)?.sum_all()?.backward()?;
         Ok(())
     };
-    for _ in 0..3 {
-        once()?;
-    }
-    device.synchronize()?;
-    let t0 = Instant::now();
-    for _ in 0..reps {
-        once()?;
-    }
-    device.synchronize()?;
-    Ok(t0.elapsed().as_secs_f64() * 1e3 / reps as f64)
+    mean_ms(device, 3, reps, once)
 }
 
 /// Run every model × dtype × method; `on_row` sees each result as it is measured.
@@ -233,19 +229,11 @@ pub fn bench_steps(
                 if dtype == DType::F16 {
                     trainer = trainer.with_loss_scaling(LossScaler::default());
                 }
-                let mut step = || trainer.epoch(&det, [Ok(batch.clone())], |_| {});
-                for _ in 0..opts.warmup {
-                    step().context(ctx)?;
-                }
-                device.synchronize().context(ctx)?;
-                peak_memory::reset_peak(device);
-                let t0 = Instant::now();
-                for _ in 0..opts.steps {
-                    step().context(ctx)?;
-                }
-                device.synchronize().context(ctx)?;
+                let step_ms = mean_ms(device, opts.warmup, opts.steps, || {
+                    trainer.epoch(&det, [Ok(batch.clone())], |_| {}).map(drop)
+                })
+                .context(ctx)?;
                 let peak_bytes = peak_memory::peak_bytes(device);
-                let step_ms = t0.elapsed().as_secs_f64() * 1e3 / opts.steps as f64;
                 let phases = match method {
                     "dgs" if opts.phases => Some(
                         step_phases(&det, &batch, &trainer.cfg, device, opts.steps.min(5))
