@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Exit codes: 0 success; 1 finished, but `detect` had inputs that failed, or `self-check`
-/// found a mismatch; 2 an error stopped the command (bad arguments, an unusable model or data
-/// set, training stopped on a non-finite loss). `train` and `eval` list skipped files and
-/// still exit 0.
+/// Exit codes (also in `dgs --help`): 0 success; 1 finished, but `detect` had inputs that
+/// failed, or `self-check` found a mismatch; 2 an error stopped the command (bad arguments, an
+/// unusable model or data set, training stopped on a non-finite loss); 130 `train` interrupted.
+/// `train` and `eval` list skipped files and still exit 0.
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let done = |r: Result<usize, dgs::pipeline::PipelineError>, fail_on_skips: bool| match r {

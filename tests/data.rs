@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use dgs::data::{
-    Augment, Captions, Item, Loader, LoaderConfig, MissingCaption, PATCH, Transform, discover,
-    ensure_min_size, gaussian_blur, load_rgb, patch_entropies, select_patches, selected_indices,
+    Augment, Captions, DecodeOptions, Item, Loader, LoaderConfig, MissingCaption, PATCH, Transform,
+    discover, ensure_min_size, gaussian_blur, load_rgb, patch_entropies, select_patches,
+    selected_indices,
 };
 use dgs::eval::{average_precision, subset_metrics};
 use dgs::surgery::rng::SplitMix64;
@@ -57,7 +58,7 @@ fn accuracies_use_a_strict_half_threshold_and_handle_one_class_subsets() {
     let fakes = subset_metrics(&[0.7, 0.2, 0.6], &[1, 1, 1]);
     assert_eq!(fakes.real_accuracy, None);
     assert!(close(fakes.fake_accuracy.unwrap(), 2.0 / 3.0));
-    assert!(close(fakes.average_precision, 1.0));
+    assert_eq!(fakes.average_precision, None, "one class: AP undefined");
 }
 
 fn gray_patch(mut f: impl FnMut(usize, usize) -> f64) -> Vec<f64> {
@@ -276,30 +277,47 @@ fn awkward_files_decode_or_fail_with_a_reason() {
         .unwrap();
 
     assert_eq!(
-        load_rgb(&d.join("gray.png")).unwrap().get_pixel(5, 0).0,
+        load_rgb(&d.join("gray.png"), DecodeOptions::default())
+            .unwrap()
+            .get_pixel(5, 0)
+            .0,
         [30, 30, 30]
     );
     assert_eq!(
-        load_rgb(&d.join("rgba.png")).unwrap().get_pixel(0, 0).0,
+        load_rgb(&d.join("rgba.png"), DecodeOptions::default())
+            .unwrap()
+            .get_pixel(0, 0)
+            .0,
         [10, 20, 30]
     );
     assert_eq!(
-        load_rgb(&d.join("deep.png")).unwrap().get_pixel(0, 0).0,
+        load_rgb(&d.join("deep.png"), DecodeOptions::default())
+            .unwrap()
+            .get_pixel(0, 0)
+            .0,
         [255, 128, 0]
     );
     assert_eq!(
-        load_rgb(&d.join("palette.png")).unwrap().get_pixel(1, 0).0,
+        load_rgb(&d.join("palette.png"), DecodeOptions::default())
+            .unwrap()
+            .get_pixel(1, 0)
+            .0,
         [0, 0, 255]
     );
     assert_eq!(
-        load_rgb(&d.join("anim.gif")).unwrap().get_pixel(2, 2).0,
+        load_rgb(&d.join("anim.gif"), DecodeOptions::default())
+            .unwrap()
+            .get_pixel(2, 2)
+            .0,
         [255, 0, 0],
         "first frame"
     );
-    let cmyk = load_rgb(&d.join("cmyk.jpg")).unwrap();
+    let cmyk = load_rgb(&d.join("cmyk.jpg"), DecodeOptions::default()).unwrap();
     assert_eq!(cmyk.dimensions(), (16, 16));
     assert_eq!(
-        load_rgb(&d.join("thin.png")).unwrap().dimensions(),
+        load_rgb(&d.join("thin.png"), DecodeOptions::default())
+            .unwrap()
+            .dimensions(),
         (1, 700)
     );
 
@@ -327,7 +345,11 @@ fn awkward_files_decode_or_fail_with_a_reason() {
         )
         .unwrap();
     }
-    let reason = |name: &str| load_rgb(&d.join(name)).unwrap_err().to_string();
+    let reason = |name: &str| {
+        load_rgb(&d.join(name), DecodeOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
     assert!(reason("empty.png").contains("empty file"));
     assert!(
         reason("truncated.png").contains("cannot decode"),
@@ -428,6 +450,7 @@ fn the_loader_batches_reports_failures_and_shuffles_reproducibly() {
         shuffle: true,
         seed: 3,
         prefetch: 2,
+        decode: DecodeOptions::default(),
     };
     let loader = Loader::new(items, Transform::train(Augment::default()), cfg).unwrap();
     assert_eq!(loader.batches_per_epoch(), 3);
@@ -457,4 +480,177 @@ fn the_loader_batches_reports_failures_and_shuffles_reproducibly() {
         .is_err()
     );
     std::fs::remove_dir_all(d).unwrap();
+}
+
+/// A JPEG cut anywhere before its end-of-image marker is truncated; whole files (baseline,
+/// progressive, with restart markers or trailing bytes) are not.
+#[test]
+fn truncated_jpegs_are_told_from_whole_ones() {
+    let d = tmp("jpeg-end");
+    let img: Vec<u8> = (0..96 * 80)
+        .flat_map(|i| [(i % 251) as u8, (i * 7 % 253) as u8, (i / 96) as u8])
+        .collect();
+    let encode = |progressive: bool, restart: u16| {
+        let mut out = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut out, 85);
+        enc.set_progressive(progressive);
+        enc.set_restart_interval(restart);
+        enc.encode(&img, 96, 80, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        out
+    };
+    for (name, bytes) in [
+        ("baseline", encode(false, 0)),
+        ("progressive", encode(true, 0)),
+        ("restarts", encode(false, 2)),
+    ] {
+        let whole = d.join(format!("{name}.jpg"));
+        std::fs::write(&whole, &bytes).unwrap();
+        load_rgb(&whole, DecodeOptions::default()).unwrap();
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(b"trailing bytes some writers add");
+        std::fs::write(&whole, &padded).unwrap();
+        load_rgb(&whole, DecodeOptions::default()).unwrap();
+        for cut in [bytes.len() - 1, bytes.len() * 3 / 4, bytes.len() / 2, 700] {
+            let p = d.join(format!("{name}-{cut}.jpg"));
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let e = load_rgb(&p, DecodeOptions::default()).unwrap_err();
+            assert!(
+                e.reason.contains("truncated JPEG"),
+                "{name} cut at {cut}: {e}"
+            );
+            let allow = DecodeOptions {
+                allow_truncated: true,
+            };
+            if cut > bytes.len() / 2 {
+                assert_eq!(load_rgb(&p, allow).unwrap().dimensions(), (96, 80));
+            }
+        }
+    }
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// The memory guard counts the stretch of a short side to 224 px, from the header.
+#[test]
+fn the_size_guard_bounds_the_whole_pipeline() {
+    use dgs::data::{MAX_IMAGE_BYTES, pipeline_bytes};
+    assert_eq!(pipeline_bytes(300, 400, 3), 300 * 400 * 6, "no stretch");
+    // 1 × 700 → 224 × 700: a 1 × 700 buffer of four f32, then 224 × 700 RGB.
+    assert_eq!(
+        pipeline_bytes(1, 700, 3),
+        700 * 6 + 700 * 16 + 224 * 700 * 3
+    );
+    assert!(pipeline_bytes(1_000_000, 1, 3) > MAX_IMAGE_BYTES);
+    assert!(
+        pipeline_bytes(10_000, 10_000, 8) <= MAX_IMAGE_BYTES,
+        "100 MP 16-bit RGBA fits"
+    );
+    let d = tmp("guard");
+    let f = std::fs::File::create(d.join("strip.png")).unwrap();
+    let mut enc = png::Encoder::new(f, 1_000_000, 1);
+    enc.set_color(png::ColorType::Rgb);
+    let mut w = enc.write_header().unwrap();
+    w.write_image_data(&vec![0u8; 3_000_000]).unwrap();
+    drop(w);
+    let e = load_rgb(&d.join("strip.png"), DecodeOptions::default()).unwrap_err();
+    assert!(
+        e.reason.contains("1000000×224") && e.reason.contains("over the limit"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// With the data folder known, a caption key must cover the image's path inside it.
+#[test]
+fn caption_keys_must_cover_the_path_inside_the_data_folder() {
+    let map = [
+        ("/authors/train/small/up/0_real/0.png", "full"),
+        ("0_real/1.png", "short"),
+        ("other/up/0_real/2.png", "wrong subset"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let root = Path::new("/data/train");
+    let c = Captions::from_map(map, MissingCaption::Error, "m.json".into()).with_data_root(root);
+    assert_eq!(c.get(&root.join("small/up/0_real/0.png")).unwrap(), "full");
+    for (image, want) in [
+        ("small/up/0_real/1.png", "small/up/0_real/1.png"),
+        ("small/up/0_real/2.png", "small/up/0_real/2.png"),
+    ] {
+        let e = c.get(&root.join(image)).unwrap_err();
+        assert!(e.contains(want), "{e}");
+    }
+    // A flat data set needs only the label folder.
+    let flat = Path::new("/data/flat");
+    let map = [("x/0_real/1.png".to_string(), "one".to_string())]
+        .into_iter()
+        .collect();
+    let c = Captions::from_map(map, MissingCaption::Error, "m".into()).with_data_root(flat);
+    assert_eq!(c.get(&flat.join("0_real/1.png")).unwrap(), "one");
+}
+
+/// `--classes` / `--subsets`: exactly the named folders; an unknown name lists the real ones.
+#[test]
+fn classes_are_selected_by_name() {
+    let root = tmp("classes");
+    for class in ["car", "cat", "horse"] {
+        touch(&root.join(class).join("0_real/1.png"));
+        touch(&root.join(class).join("1_fake/1.png"));
+    }
+    std::fs::write(root.join("cat/1_fake/notes.txt"), "x").unwrap();
+    std::fs::write(root.join("car/1_fake/notes.txt"), "x").unwrap();
+    let picked = discover(&root)
+        .unwrap()
+        .select(&root, &["horse".into(), "car".into()])
+        .unwrap();
+    let names: Vec<&str> = picked.subsets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["horse", "car"]);
+    assert_eq!(picked.all_items().len(), 4);
+    assert!(
+        picked
+            .all_items()
+            .iter()
+            .all(|i| !i.path.starts_with(root.join("cat")))
+    );
+    assert_eq!(picked.skipped.len(), 1, "only the chosen folders' skips");
+    let e = discover(&root)
+        .unwrap()
+        .select(&root, &["dog".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`dog`") && e.contains("car, cat, horse"), "{e}");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// Symbolic links are followed once: a loop is listed, not searched forever.
+#[cfg(unix)]
+#[test]
+fn a_symlink_loop_is_searched_once() {
+    let root = tmp("symlinks");
+    touch(&root.join("0_real/a.png"));
+    touch(&root.join("1_fake/b.png"));
+    std::os::unix::fs::symlink(root.join("0_real"), root.join("0_real/again")).unwrap();
+    let d = discover(&root).unwrap();
+    assert_eq!(d.all_items().len(), 2);
+    assert!(
+        d.skipped.iter().any(|f| f.reason.contains("symlink loop")),
+        "{:?}",
+        d.skipped
+    );
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// The loader refuses a prefetch it could not allocate.
+#[test]
+fn the_loader_refuses_an_absurd_prefetch() {
+    let cfg = LoaderConfig {
+        batch_size: 4,
+        shuffle: false,
+        seed: 0,
+        prefetch: usize::MAX,
+        decode: DecodeOptions::default(),
+    };
+    let e = Loader::new(vec![], Transform::eval(), cfg).err().unwrap();
+    assert!(e.contains("--prefetch"), "{e}");
 }

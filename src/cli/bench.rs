@@ -22,17 +22,23 @@ pub struct StepArgs {
     /// Model geometries: vit-b32, vit-l14, demo, tiny (comma separated).
     #[arg(long, value_delimiter = ',', default_values = ["vit-b32", "vit-l14"])]
     pub models: Vec<String>,
-    /// Compute dtypes (comma separated): f32, f16, bf16.
-    #[arg(long, value_delimiter = ',', default_values = ["f32", "bf16"])]
-    pub dtypes: Vec<String>,
+    /// Compute dtypes (comma separated): f32, f16, bf16 (GPU only). Default: f32,bf16 on the
+    /// GPU, f32 on the CPU.
+    #[arg(long, value_delimiter = ',')]
+    pub dtypes: Option<Vec<String>>,
+    /// Images per step, ≥ 1.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Untimed steps first (kernel loading, memory pool growth).
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Timed steps, ≥ 1.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// cuda, cuda:N or cpu. The default, cuda, needs a build with `--features cuda`.
     #[arg(long, default_value = "cuda")]
     pub device: String,
+    /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Methods to time (comma separated): dgs, dgs-op-chain, plain-lora.
@@ -91,14 +97,28 @@ fn print_row(r: &StepBenchRow) {
 
 pub fn run(b: &Bench) -> Result<(), PipelineError> {
     let Bench::Step(a) = b;
+    if a.device.starts_with("cuda") && !cfg!(feature = "cuda") {
+        return Err(PipelineError::Invalid(
+            "dgs bench step times the GPU (--device cuda) by default, and this dgs was built \
+             without CUDA support: rebuild with `--features cuda`, or time the CPU with \
+             --device cpu (e.g. `dgs bench step --device cpu --models vit-b32 --batch 4`)"
+                .into(),
+        ));
+    }
     let device = parse_device(&a.device)?;
     let models = a
         .models
         .iter()
         .map(|m| Ok((m.clone(), config(m)?)))
         .collect::<Result<Vec<_>, PipelineError>>()?;
+    let default_dtypes = match device.is_cpu() {
+        true => vec!["f32".to_string()],
+        false => vec!["f32".to_string(), "bf16".to_string()],
+    };
     let dtypes = a
         .dtypes
+        .as_ref()
+        .unwrap_or(&default_dtypes)
         .iter()
         .map(|d| parse_dtype(d, &device))
         .collect::<Result<Vec<_>, _>>()?;

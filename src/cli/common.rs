@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use clap::Args as ClapArgs;
 use dgs::clip::LoraConfig;
-use dgs::pipeline::{PipelineError, load_detector, parse_device, parse_dtype};
+use dgs::data::DecodeOptions;
+use dgs::pipeline::{PipelineError, Scorer, load_detector, parse_device, parse_dtype};
 use dgs::train::Detector;
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -38,15 +39,20 @@ pub struct TrainedArgs {
     /// Checkpoint written by `dgs train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Images per forward pass.
+    /// Images per forward pass, ≥ 1.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Score JPEGs cut short too (the decoder fills the missing part) instead of reporting them
+    /// as broken.
+    #[arg(long)]
+    pub allow_truncated: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
 }
 
 impl TrainedArgs {
+    /// The detector, its device and dtype (see [`TrainedArgs::scorer`]).
     pub fn load(&self) -> Result<(Detector, Device, DType), PipelineError> {
         if self.batch_size == 0 {
             return Err(PipelineError::Invalid(
@@ -63,6 +69,20 @@ impl TrainedArgs {
             &device,
         )?;
         Ok((det, device, dtype))
+    }
+
+    /// How to score images with `det` on `device` per these options.
+    pub fn scorer<'a>(&self, det: &'a Detector, device: &'a Device, dtype: DType) -> Scorer<'a> {
+        Scorer {
+            det,
+            batch_size: self.batch_size,
+            dtype,
+            device,
+            decode: DecodeOptions {
+                allow_truncated: self.allow_truncated,
+            },
+            quiet: self.quiet,
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args as ClapArgs;
 use dgs::data::discover;
 use dgs::eval::accuracy_chart;
-use dgs::pipeline::{PipelineError, evaluate};
+use dgs::pipeline::{PipelineError, refuse_overwriting_inputs};
 
 use super::common::{TrainedArgs, print_skipped};
 
@@ -14,6 +14,9 @@ pub struct Args {
     /// Test images: <root>/<subset>/{0_real,1_fake} (or the flat / nested layouts).
     #[arg(long)]
     pub data: PathBuf,
+    /// Evaluate these subsets of --data only (comma separated folder names).
+    #[arg(long, value_delimiter = ',')]
+    pub subsets: Option<Vec<String>>,
     #[command(flatten)]
     pub trained: TrainedArgs,
     /// Write report.json, report.md and accuracy.png here.
@@ -24,27 +27,46 @@ pub struct Args {
     pub name: String,
 }
 
+const OUTPUTS: [&str; 3] = ["report.json", "report.md", "accuracy.png"];
+
 pub fn run(a: &Args) -> Result<usize, PipelineError> {
-    let data = discover(&a.data)?;
+    if let Some(out) = &a.out {
+        let model = &a.trained.model.model;
+        let mut inputs: Vec<PathBuf> = ["config.json", "model.safetensors", "tokenizer.json"]
+            .map(|f| model.join(f))
+            .to_vec();
+        inputs.push(a.trained.checkpoint.clone());
+        refuse_overwriting_inputs(&OUTPUTS.map(|f| out.join(f)), &inputs, "--out folder")?;
+    }
+    let mut data = discover(&a.data)?;
+    if let Some(names) = &a.subsets {
+        data = data.select(&a.data, names)?;
+    }
     let (det, device, dtype) = a.trained.load()?;
-    let report = evaluate(
-        &det,
-        &data,
-        &a.name,
-        a.trained.batch_size,
-        dtype,
-        &device,
-        a.trained.quiet,
-    )?;
+    let report = a
+        .trained
+        .scorer(&det, &device, dtype)
+        .evaluate(&data, &a.name)?;
+    if report.rows.is_empty() {
+        print_skipped(&report.skipped);
+        return Err(PipelineError::Invalid(format!(
+            "no image could be scored in {}: all {} files failed (listed above)",
+            a.data.display(),
+            report.skipped.len()
+        )));
+    }
     print!("{}", report.to_text());
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).map_err(|source| PipelineError::Io {
             path: out.clone(),
             source,
         })?;
         for (name, text) in [
-            ("report.json", report.to_json().to_string()),
-            ("report.md", report.to_markdown()),
+            (OUTPUTS[0], report.to_json().to_string()),
+            (OUTPUTS[1], report.to_markdown()),
         ] {
             let p = out.join(name);
             std::fs::write(&p, text).map_err(|source| PipelineError::Io {
@@ -52,7 +74,7 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
                 source,
             })?;
         }
-        accuracy_chart(&report, "accuracy by subset", &out.join("accuracy.png"))
+        accuracy_chart(&report, "accuracy by subset", &out.join(OUTPUTS[2]))
             .map_err(PipelineError::Invalid)?;
         println!(
             "written: report.json, report.md, accuracy.png in {}",

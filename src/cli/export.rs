@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
 use dgs::clip::export_merged;
-use dgs::pipeline::{PipelineError, RunRecord};
+use dgs::pipeline::{PipelineError, RunRecord, refuse_overwriting_inputs};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -21,6 +21,11 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<(), PipelineError> {
+    let names = ["model.safetensors", "config.json", "tokenizer.json"];
+    let outputs = names.map(|f| a.out.join(f));
+    let mut inputs = names.map(|f| a.model.join(f)).to_vec();
+    inputs.push(a.checkpoint.clone());
+    refuse_overwriting_inputs(&outputs, &inputs, "--out folder")?;
     let loaded = dgs::train::checkpoint::load(&a.checkpoint, &candle_core::Device::Cpu)?;
     let record = RunRecord::from_json(&loaded.config, &a.checkpoint)?;
     let adapters = loaded

@@ -6,16 +6,25 @@ pub mod demo;
 pub mod detect;
 pub mod eval;
 pub mod export;
+mod ranges;
 pub mod self_check;
 pub mod train;
 
 use clap::{Parser, Subcommand};
 
+/// Shown by `dgs --help`; `main` maps results to these codes.
+const EXIT_CODES: &str = "Exit codes:
+  0    success (train and eval list skipped files and still exit 0)
+  1    finished, but detect had inputs that failed, or self-check found a mismatch
+  2    an error stopped the command: bad options, unusable model or data, training stopped
+  130  train interrupted (Ctrl-C); the last checkpoint is named";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dgs",
     version,
-    about = "DGS-Net: gradient surgery for CLIP-based AI-image detectors"
+    about = "DGS-Net: gradient surgery for CLIP-based AI-image detectors",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -1,15 +1,17 @@
 //! `dgs train`: stage 1 and stage 2 on an image folder, with the official options.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use clap::Args as ClapArgs;
 use dgs::clip::{ClipTokenizer, LoraConfig, tokenizer_path};
-use dgs::data::{Augment, Captions, MissingCaption, discover};
+use dgs::data::{Augment, Captions, DecodeOptions, MissingCaption, discover};
 use dgs::eval::training_chart;
-use dgs::pipeline::{PipelineError, TrainPlan, train};
+use dgs::pipeline::{EpochRecord, PipelineError, TrainJob, TrainPlan, train};
 use dgs::train::{Detector, Variant};
 
 use super::common::{ModelArgs, print_skipped};
+use super::ranges::{parse_quality_range, parse_sigma_range};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum VariantArg {
@@ -25,14 +27,18 @@ pub enum VariantArg {
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Training images: <root>/{0_real,1_fake}, <root>/<subset>/{0_real,1_fake} or
+    /// Training images: <root>/{0_real,1_fake}, <root>/<class>/{0_real,1_fake} or
     /// <root>/<subset>/<class>/{0_real,1_fake}.
     #[arg(long)]
     pub data: PathBuf,
-    /// JSON map image path → caption (the official format).
+    /// Train on these class folders of --data only (comma separated, e.g. car,cat,chair,horse).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+    /// JSON map image path → caption (the official format). Default: the official location
+    /// beside the data folder (for --data /d/AIGIBench/train, /d/AIGIBench_text/train.json).
     #[arg(long)]
     pub captions: Option<PathBuf>,
-    /// Caption for images the map lacks (default: such an image is an error and is skipped).
+    /// Caption for images the map lacks (default: such an image is skipped with a message).
     #[arg(long)]
     pub caption_fallback: Option<String>,
     #[command(flatten)]
@@ -40,55 +46,73 @@ pub struct Args {
     /// Output folder: checkpoint.safetensors (after every epoch), history.json, charts.
     #[arg(long)]
     pub out: PathBuf,
-    /// Continue the run recorded in this checkpoint (same options).
+    /// Continue the run recorded in this checkpoint (same options; epoch counts may grow).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Replace a training run already in --out (without it, that is an error).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Stage-1 epochs (linear probe of the teacher head on frozen features), ≥ 0.
     #[arg(long, default_value_t = 3)]
     pub stage1_epochs: usize,
+    /// Stage-2 epochs (LoRA under DGS), ≥ 0; the two counts may not both be 0.
     #[arg(long, default_value_t = 1)]
     pub stage2_epochs: usize,
+    /// Images per training step, ≥ 1.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Adam learning rate of stage 1, > 0.
     #[arg(long, default_value_t = 1e-4)]
     pub stage1_lr: f64,
+    /// Adam learning rate of stage 2, > 0.
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
+    /// Adam β₁, in [0, 1) (β₂ is 0.999).
     #[arg(long, default_value_t = 0.9)]
     pub beta1: f64,
-    /// Weight λ of the help term.
+    /// Weight λ of the help term L_help, ≥ 0.
     #[arg(long, default_value_t = 0.2)]
     pub lambda: f64,
+    /// The method: DGS or one of its ablations.
     #[arg(long, value_enum, default_value = "dgs")]
     pub variant: VariantArg,
+    /// LoRA rank r of the q/k/v adapters of every vision layer, ≥ 1.
     #[arg(long, default_value_t = 6)]
     pub lora_rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank), > 0.
     #[arg(long, default_value_t = 6.0)]
     pub lora_alpha: f64,
+    /// Dropout probability on the adapters' input, in [0, 1).
     #[arg(long, default_value_t = 0.8)]
     pub lora_dropout: f32,
-    /// Probability of Gaussian blur before patch selection.
+    /// Probability of a Gaussian blur before patch selection, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub blur_prob: f64,
-    /// Blur sigma range: lo,hi.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.0, 3.0])]
-    pub blur_sig: Vec<f64>,
-    /// Probability of JPEG re-compression before patch selection.
+    /// Blur sigma in pixels: lo,hi (uniform in the range) or one value.
+    #[arg(long, value_parser = parse_sigma_range, default_value = "0,3")]
+    pub blur_sig: (f64, f64),
+    /// Probability of a JPEG re-compression before patch selection, in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub jpg_prob: f64,
-    /// JPEG quality range: lo,hi.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [30, 100])]
-    pub jpg_qual: Vec<u8>,
+    /// JPEG quality, 1 to 100: lo,hi (uniform over the integers, inclusive) or one value.
+    #[arg(long, value_parser = parse_quality_range, default_value = "30,100")]
+    pub jpg_qual: (u8, u8),
     /// No random horizontal flips.
     #[arg(long)]
     pub no_flip: bool,
+    /// Seed of the adapters, heads, shuffles and augmentations.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Batches decoded ahead of the model.
+    /// Batches decoded ahead of the model, 1 to 256.
     #[arg(long, default_value_t = 4)]
     pub prefetch: usize,
     /// Training images held out for the forgetting metric (at most a tenth of the set).
     #[arg(long, default_value_t = 32)]
     pub holdout: usize,
+    /// Train on JPEGs cut short too (the decoder fills the missing part) instead of skipping
+    /// them as broken.
+    #[arg(long)]
+    pub allow_truncated: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -117,9 +141,9 @@ impl Args {
             },
             augment: Augment {
                 blur_prob: self.blur_prob,
-                blur_sigma: (self.blur_sig[0], self.blur_sig[1]),
+                blur_sigma: self.blur_sig,
                 jpeg_prob: self.jpg_prob,
-                jpeg_quality: (self.jpg_qual[0], self.jpg_qual[1]),
+                jpeg_quality: self.jpg_qual,
             },
             flip: !self.no_flip,
             seed: self.seed,
@@ -129,33 +153,102 @@ impl Args {
     }
 }
 
-pub fn run(a: &Args) -> Result<usize, PipelineError> {
-    let plan = a.plan();
-    plan.validate()?;
-    let (device, dtype) = a.model.device_dtype()?;
+/// Where the official code looks for the captions of `data`: `<parent>_text/<name>.json`.
+pub fn official_captions_path(data: &Path) -> Option<PathBuf> {
+    let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    let (parent, name) = (data.parent()?, data.file_name()?);
+    let mut text_dir = parent.as_os_str().to_owned();
+    text_dir.push("_text");
+    let mut file = name.to_owned();
+    file.push(".json");
+    Some(PathBuf::from(text_dir).join(file))
+}
+
+fn captions(a: &Args) -> Result<(Captions, Option<PathBuf>), PipelineError> {
     let missing = match &a.caption_fallback {
         Some(c) => MissingCaption::Fallback(c.clone()),
         None => MissingCaption::Error,
     };
-    let captions = match (&a.captions, &a.caption_fallback) {
-        (Some(p), _) => Captions::from_file(p, missing)?,
+    let official = official_captions_path(&a.data).filter(|p| p.is_file());
+    let file = a.captions.clone().or(official);
+    let map = match (&file, &a.caption_fallback) {
+        (Some(p), _) => {
+            if a.captions.is_none() {
+                eprintln!("captions: {} (the official location)", p.display());
+            }
+            Captions::from_file(p, missing)?
+        }
         (None, Some(c)) => Captions::constant(c.clone()),
         (None, None) => {
-            return Err(PipelineError::Invalid(
-                "stage 2 needs captions: pass --captions FILE (and/or --caption-fallback TEXT)"
-                    .into(),
-            ));
+            let looked = official_captions_path(&a.data)
+                .map_or(String::new(), |p| format!(" (none at {})", p.display()));
+            return Err(PipelineError::Invalid(format!(
+                "stage 2 needs captions: pass --captions FILE (and/or --caption-fallback TEXT){looked}"
+            )));
         }
     };
-    let data = discover(&a.data)?;
+    Ok((map.with_data_root(&a.data), file))
+}
+
+/// What a SIGINT reports: the last checkpoint written and what it holds.
+type LastCheckpoint = Arc<Mutex<Option<(PathBuf, String)>>>;
+
+fn on_interrupt(last: LastCheckpoint) {
+    let handler = move || {
+        let held = last.lock().map(|l| l.clone()).unwrap_or(None);
+        match held {
+            Some((path, what)) => eprintln!(
+                "interrupted: the last checkpoint is {} ({what}); continue with --resume {}",
+                path.display(),
+                path.display()
+            ),
+            None => eprintln!("interrupted before the first epoch ended: no checkpoint written"),
+        }
+        std::process::exit(130);
+    };
+    if let Err(e) = ctrlc::set_handler(handler) {
+        eprintln!("warning: Ctrl-C will not report the last checkpoint ({e})");
+    }
+}
+
+fn print_epoch(e: &EpochRecord, total: usize) {
+    println!(
+        "stage {} epoch {}/{total}: loss {:.4} (L_img {:.4}, L_text {:.4}, L_help {:.4}), accuracy {:.3}{}{}",
+        e.stage,
+        e.epoch + 1,
+        e.loss,
+        e.l_img,
+        e.l_text,
+        e.l_help,
+        e.accuracy,
+        e.forgetting
+            .map_or(String::new(), |f| format!(", features kept {f:.4}")),
+        if e.skipped_steps > 0 {
+            format!(", {} steps skipped (loss scaling)", e.skipped_steps)
+        } else {
+            String::new()
+        }
+    );
+}
+
+pub fn run(a: &Args) -> Result<usize, PipelineError> {
+    let plan = a.plan();
+    plan.validate()?;
+    let (device, dtype) = a.model.device_dtype()?;
+    let (captions, captions_file) = captions(a)?;
+    let mut data = discover(&a.data)?;
+    if let Some(classes) = &a.classes {
+        data = data.select(&a.data, classes)?;
+    }
     let det = Detector::from_hf(&a.model.model, dtype, &device, plan.lora)?;
     // Seeded adapters and heads: the same options give the same run (exactly so with LoRA
     // dropout 0; candle's CPU dropout mask cannot be seeded).
     det.reseed(plan.seed)
         .map_err(|source| PipelineError::compute("seeding the adapters and heads", source))?;
     let text = &det.clip.config.text_config;
+    let tokenizer_file = tokenizer_path(&a.model.model);
     let tokenizer = ClipTokenizer::from_file(
-        &tokenizer_path(&a.model.model),
+        &tokenizer_file,
         text.max_position_embeddings,
         text.eos_token_id,
     )?;
@@ -166,60 +259,41 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
         data.subsets.len(),
         a.data.display()
     );
-    let outcome = train(
-        &det,
+    let last: LastCheckpoint = Arc::default();
+    on_interrupt(last.clone());
+    let on_epoch = |e: &EpochRecord, path: &Path| {
+        let total = [plan.stage1_epochs, plan.stage2_epochs][usize::from(e.stage == 2)];
+        print_epoch(e, total);
+        let what = format!("stage {} epoch {}/{total} done", e.stage, e.epoch + 1);
+        if let Ok(mut l) = last.lock() {
+            *l = Some((path.to_path_buf(), what));
+        }
+    };
+    let mut inputs = vec![
+        a.model.model.join("config.json"),
+        a.model.model.join("model.safetensors"),
+        tokenizer_file,
+    ];
+    inputs.extend(captions_file);
+    let outcome = train(TrainJob {
+        det: &det,
         items,
-        &captions,
-        &tokenizer,
-        &plan,
-        &a.out,
-        a.resume.as_deref(),
+        captions: &captions,
+        tokenizer: &tokenizer,
+        plan: &plan,
+        out: &a.out,
+        resume: a.resume.as_deref(),
+        overwrite: a.overwrite,
+        inputs,
+        decode: DecodeOptions {
+            allow_truncated: a.allow_truncated,
+        },
         dtype,
-        &device,
-        a.quiet,
-    )?;
-    for e in &outcome.record.history {
-        println!(
-            "stage {} epoch {}: loss {:.4} (L_img {:.4}, L_text {:.4}, L_help {:.4}), accuracy {:.3}{}{}",
-            e.stage,
-            e.epoch + 1,
-            e.loss,
-            e.l_img,
-            e.l_text,
-            e.l_help,
-            e.accuracy,
-            e.forgetting
-                .map_or(String::new(), |f| format!(", features kept {f:.4}")),
-            if e.skipped_steps > 0 {
-                format!(", {} steps skipped (loss scaling)", e.skipped_steps)
-            } else {
-                String::new()
-            }
-        );
-    }
-    let hist = a.out.join("history.json");
-    let json = serde_json::to_string_pretty(&outcome.record.history)
-        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
-    std::fs::write(&hist, json).map_err(|source| PipelineError::Io {
-        path: hist.clone(),
-        source,
+        device: &device,
+        quiet: a.quiet,
+        on_epoch: &on_epoch,
     })?;
-    let steps = outcome.record.stage2_steps(|e| &e.step_losses);
-    let kept = outcome.record.forgetting();
-    training_chart(
-        &[("loss".into(), steps)],
-        "stage-2 training loss",
-        "step",
-        &a.out.join("loss.png"),
-    )
-    .map_err(PipelineError::Invalid)?;
-    training_chart(
-        &[("features kept".into(), kept)],
-        "forgetting: cosine to the frozen CLIP",
-        "epoch",
-        &a.out.join("forgetting.png"),
-    )
-    .map_err(PipelineError::Invalid)?;
+    write_records(&outcome.record, &a.out)?;
     println!(
         "checkpoint: {}  (history.json, loss.png, forgetting.png in {})",
         outcome.checkpoint.display(),
@@ -229,4 +303,30 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
     skipped.extend(outcome.skipped.iter().map(|f| f.to_string()));
     print_skipped(&skipped);
     Ok(skipped.len())
+}
+
+/// history.json and the two charts.
+fn write_records(record: &dgs::pipeline::RunRecord, out: &Path) -> Result<(), PipelineError> {
+    let hist = out.join("history.json");
+    let json = serde_json::to_string_pretty(&record.history)
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    std::fs::write(&hist, json).map_err(|source| PipelineError::Io {
+        path: hist.clone(),
+        source,
+    })?;
+    let steps = record.stage2_steps(|e| &e.step_losses);
+    training_chart(
+        &[("loss".into(), steps)],
+        "stage-2 training loss",
+        "step",
+        &out.join("loss.png"),
+    )
+    .map_err(PipelineError::Invalid)?;
+    training_chart(
+        &[("features kept".into(), record.forgetting())],
+        "forgetting: cosine to the frozen CLIP",
+        "epoch",
+        &out.join("forgetting.png"),
+    )
+    .map_err(PipelineError::Invalid)
 }

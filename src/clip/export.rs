@@ -12,7 +12,8 @@ use super::model::LoadError;
 
 /// Write `dst` from the Hugging Face folder `src` with every adapter in `adapters` (names as
 /// created by [`Clip::new`](super::Clip::new): `….{q,k,v}_proj.lora_{A,B}`) merged:
-/// `W ← W + (alpha / rank) · B A`. Writes go to temporary files renamed into place.
+/// `W ← W + (alpha / rank) · B A`. Writes go to temporary files renamed into place; the caller
+/// makes sure `dst` is not `src`.
 pub fn export_merged(
     src: &Path,
     dst: &Path,
@@ -66,19 +67,26 @@ pub fn export_merged(
             message: "no `lora_A` tensors among the adapters".into(),
         });
     }
+    // Everything is written under temporary names first and renamed at the end, so a failure
+    // leaves no half-written folder behind the final names.
     std::fs::create_dir_all(dst).map_err(io(dst))?;
-    let out = dst.join("model.safetensors");
-    let tmp = dst.join("model.safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|source| LoadError::Weights {
-        path: tmp.clone(),
-        source,
+    let tmp = |name: &str| dst.join(format!(".{name}.dgs-tmp"));
+    let mut staged = vec![(tmp("model.safetensors"), dst.join("model.safetensors"))];
+    candle_core::safetensors::save(&tensors, &staged[0].0).map_err(|source| {
+        LoadError::Weights {
+            path: staged[0].0.clone(),
+            source,
+        }
     })?;
-    std::fs::rename(&tmp, &out).map_err(io(&out))?;
     for file in ["config.json", "tokenizer.json"] {
         let from = src.join(file);
         if from.is_file() {
-            std::fs::copy(&from, dst.join(file)).map_err(io(&from))?;
+            std::fs::copy(&from, tmp(file)).map_err(io(&from))?;
+            staged.push((tmp(file), dst.join(file)));
         }
+    }
+    for (from, to) in &staged {
+        std::fs::rename(from, to).map_err(io(to))?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use super::config::ClipConfig;
 use super::encoder::Builders;
 use super::lora::{LoraConfig, Mode};
 use super::towers::{TextTower, VisionTower, projection};
-use super::weights::Counted;
+use super::weights::{Counted, RequireFinite};
 
 pub struct Clip {
     pub config: ClipConfig,
@@ -110,6 +110,8 @@ pub enum LoadError {
         #[source]
         source: candle_core::Error,
     },
+    #[error("{path}: not a valid safetensors file (truncated or corrupt): {detail}")]
+    Corrupt { path: PathBuf, detail: String },
 }
 
 impl Clip {
@@ -148,11 +150,12 @@ impl Clip {
         // SAFETY: the file is memory-mapped read-only for the model's lifetime; like every
         // mmap-based loader this assumes nobody truncates it meanwhile.
         let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(&weights) }
-            .map_err(|source| LoadError::Weights {
+            .map_err(|e| LoadError::Corrupt {
                 path: weights.clone(),
-                source,
+                detail: e.to_string(),
             })?;
-        Self::from_backend(config, Box::new(tensors), dtype, device, lora).map_err(|source| {
+        let checked = RequireFinite(Box::new(tensors));
+        Self::from_backend(config, Box::new(checked), dtype, device, lora).map_err(|source| {
             LoadError::Weights {
                 path: weights,
                 source,

@@ -170,6 +170,41 @@ impl SimpleBackend for Counted<'_> {
     }
 }
 
+/// Any backend, refusing a tensor that holds NaN or ±inf (as stored, or after the conversion to
+/// the model's dtype, where a value too large for f16 becomes inf): such a model scores every
+/// image NaN, so loading it is the place to say which tensor is broken.
+pub struct RequireFinite<'a>(pub Box<dyn SimpleBackend + 'a>);
+
+fn finite(name: &str, t: Tensor) -> Result<Tensor> {
+    // x − x is 0 for finite x and NaN otherwise; the sum is NaN if any element is not finite.
+    let probe = t
+        .sub(&t)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    match probe.is_nan() {
+        true => Err(candle_core::Error::Msg(format!(
+            "tensor `{name}` holds NaN or infinite values ({:?}); the weights are broken",
+            t.dtype()
+        ))),
+        false => Ok(t),
+    }
+}
+
+impl SimpleBackend for RequireFinite<'_> {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        finite(name, self.0.get(s, name, h, dtype, dev)?)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
+        finite(name, self.0.get_unchecked(name, dtype, dev)?)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
+    }
+}
+
 /// Write a Hugging Face CLIP folder with seeded random weights: `config.json`,
 /// `model.safetensors` (f32) and a word-level `tokenizer.json` over `words`. It loads through
 /// [`Clip::load_hf`](super::Clip::load_hf) exactly like a downloaded openai/clip-vit-* folder.

@@ -1,10 +1,13 @@
 //! Training captions: the official JSON map `image path → caption`. Keys are matched to images by
 //! their trailing path components (longest match first), so a map written with another root
-//! (`./dataset/train/car/0_real/1.png`) still finds `/data/train/car/0_real/1.png`; a suffix that
-//! two keys share with different captions is ambiguous and never used.
+//! (`./dataset/train/car/0_real/1.png`) still finds `/data/train/car/0_real/1.png`. A match must
+//! cover the image's whole path inside the data folder (its subset, class and label folders):
+//! `0_real/1.png` alone could be any subset's image, so for `/data/train/car/0_real/1.png` under
+//! the data folder `/data/train` a key must end in `car/0_real/1.png`. A suffix that two keys
+//! share with different captions is ambiguous and never used.
 
 use std::collections::HashMap;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use super::error::DataError;
 
@@ -23,6 +26,8 @@ pub struct Captions {
     by_suffix: HashMap<String, Option<String>>,
     missing: MissingCaption,
     source: String,
+    /// The data folder the images are under: a key must match an image's whole path inside it.
+    data_root: Option<PathBuf>,
 }
 
 fn components(p: &str) -> Vec<String> {
@@ -68,7 +73,14 @@ impl Captions {
             by_suffix,
             missing,
             source,
+            data_root: None,
         }
+    }
+
+    /// Require keys to match each image's whole path inside `root` (see the module docs).
+    pub fn with_data_root(mut self, root: &Path) -> Self {
+        self.data_root = Some(root.to_path_buf());
+        self
     }
 
     /// Only the fallback, for every image.
@@ -77,13 +89,20 @@ impl Captions {
             by_suffix: HashMap::new(),
             missing: MissingCaption::Fallback(caption),
             source: "(none)".into(),
+            data_root: None,
         }
     }
 
     /// The caption of `image`.
     pub fn get(&self, image: &Path) -> Result<&str, String> {
         let parts = components(&image.to_string_lossy());
-        for start in 0..parts.len() {
+        let inside = self
+            .data_root
+            .as_deref()
+            .and_then(|root| image.strip_prefix(root).ok())
+            .map(|rel| components(&rel.to_string_lossy()));
+        let shortest = inside.as_ref().map_or(1, Vec::len).max(1);
+        for start in 0..=parts.len().saturating_sub(shortest) {
             if let Some(Some(c)) = self.by_suffix.get(&parts[start..].join("/")) {
                 return Ok(c);
             }
@@ -91,9 +110,16 @@ impl Captions {
         match &self.missing {
             MissingCaption::Fallback(c) => Ok(c),
             MissingCaption::Error => Err(format!(
-                "no caption in {} (pass a fallback caption to use one for such images)",
-                self.source
+                "no caption in {} for it (a key must end with `{}`, its path inside the data \
+                 folder; pass --caption-fallback TEXT to use one caption for such images)",
+                self.source,
+                inside.unwrap_or(parts).join("/")
             )),
         }
+    }
+
+    /// Where the map came from, for messages.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 }

@@ -8,7 +8,10 @@
 //!
 //! Inside `0_real` / `1_fake`, image files are found recursively (sorted, so the order is the same
 //! on every machine). Other files, and directories named like images, are listed as skipped.
+//! Symbolic links are followed, each folder once: a link back to a folder already searched (a
+//! loop) is listed as skipped instead of being searched again.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::error::{DataError, FileError};
@@ -50,6 +53,32 @@ impl Discovery {
     pub fn all_items(&self) -> Vec<Item> {
         self.subsets.iter().flat_map(|s| s.items.clone()).collect()
     }
+
+    /// Keep only the subsets (class folders) named in `names`, in the order given; a name that
+    /// is not a subset of `root` is an error listing those that are.
+    pub fn select(mut self, root: &Path, names: &[String]) -> Result<Self, DataError> {
+        let available: Vec<String> = self.subsets.iter().map(|s| s.name.clone()).collect();
+        let mut chosen = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(at) = self.subsets.iter().position(|s| &s.name == name) else {
+                return Err(DataError::Layout {
+                    path: root.to_path_buf(),
+                    message: format!(
+                        "no class/subset folder `{name}` with images; the folders are: {}",
+                        available.join(", ")
+                    ),
+                });
+            };
+            chosen.push(self.subsets.swap_remove(at));
+        }
+        let kept: Vec<&Path> = chosen.iter().map(|s| Path::new(&s.name)).collect();
+        self.skipped.retain(|f| {
+            kept.iter()
+                .any(|k| f.path.strip_prefix(root).is_ok_and(|p| p.starts_with(k)))
+        });
+        self.subsets = chosen;
+        Ok(self)
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
@@ -79,13 +108,38 @@ fn is_image_name(p: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
+/// The folders searched so far, by their real path.
+#[derive(Default)]
+struct Visited(HashSet<PathBuf>);
+
+impl Visited {
+    /// False (and the folder listed as skipped) when `dir` was searched already.
+    fn first_visit(&mut self, dir: &Path, out: &mut Discovery) -> bool {
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if self.0.insert(real.clone()) {
+            return true;
+        }
+        out.skipped.push(FileError::new(
+            dir,
+            format!(
+                "a link to {}, which is searched already (a symlink loop or a second link); skipped",
+                real.display()
+            ),
+        ));
+        false
+    }
+}
+
 /// Collect images under `dir` (recursively) with `label`.
 fn collect(
     dir: &Path,
     label: u8,
-    out: &mut Discovery,
+    (out, visited): (&mut Discovery, &mut Visited),
     items: &mut Vec<Item>,
 ) -> Result<(), DataError> {
+    if !visited.first_visit(dir, out) {
+        return Ok(());
+    }
     for p in sorted_entries(dir)? {
         if p.is_dir() {
             if is_image_name(&p) {
@@ -94,7 +148,7 @@ fn collect(
                     "a directory named like an image; skipped",
                 ));
             }
-            collect(&p, label, out, items)?;
+            collect(&p, label, (out, visited), items)?;
         } else if is_image_name(&p) {
             items.push(Item { path: p, label });
         } else {
@@ -105,11 +159,16 @@ fn collect(
     Ok(())
 }
 
-fn collect_split(dir: &Path, out: &mut Discovery, items: &mut Vec<Item>) -> Result<(), DataError> {
+fn collect_split(
+    dir: &Path,
+    seen: (&mut Discovery, &mut Visited),
+    items: &mut Vec<Item>,
+) -> Result<(), DataError> {
+    let (out, visited) = seen;
     for (name, label) in [(REAL, 0), (FAKE, 1)] {
         let d = dir.join(name);
         if d.is_dir() {
-            collect(&d, label, out, items)?;
+            collect(&d, label, (&mut *out, &mut *visited), items)?;
         }
     }
     Ok(())
@@ -131,9 +190,10 @@ pub fn discover(root: &Path) -> Result<Discovery, DataError> {
         });
     }
     let mut out = Discovery::default();
+    let mut visited = Visited::default();
     if has_split(root) {
         let mut items = Vec::new();
-        collect_split(root, &mut out, &mut items)?;
+        collect_split(root, (&mut out, &mut visited), &mut items)?;
         out.subsets.push(Subset {
             name: name_of(root),
             items,
@@ -143,10 +203,10 @@ pub fn discover(root: &Path) -> Result<Discovery, DataError> {
     for sub in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
         let mut items = Vec::new();
         if has_split(&sub) {
-            collect_split(&sub, &mut out, &mut items)?;
+            collect_split(&sub, (&mut out, &mut visited), &mut items)?;
         } else {
             for class in sorted_entries(&sub)?.into_iter().filter(|p| has_split(p)) {
-                collect_split(&class, &mut out, &mut items)?;
+                collect_split(&class, (&mut out, &mut visited), &mut items)?;
             }
         }
         if !items.is_empty() {
@@ -173,10 +233,11 @@ pub fn discover(root: &Path) -> Result<Discovery, DataError> {
 pub fn find_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileError>) {
     let mut found = Vec::new();
     let mut out = Discovery::default();
+    let mut visited = Visited::default();
     for p in paths {
         if p.is_dir() {
             let mut items = Vec::new();
-            if let Err(e) = collect(p, 0, &mut out, &mut items) {
+            if let Err(e) = collect(p, 0, (&mut out, &mut visited), &mut items) {
                 out.skipped.push(FileError::new(p, e.to_string()));
             }
             found.extend(items.into_iter().map(|i| i.path));

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use rayon::prelude::*;
 
-use super::decode::load_rgb;
+use super::decode::{DecodeOptions, load_rgb};
 use super::error::FileError;
 use super::layout::Item;
 use super::patches::OUT_SIZE;
@@ -21,9 +21,14 @@ pub struct LoaderConfig {
     /// Shuffle the order every epoch (training).
     pub shuffle: bool,
     pub seed: u64,
-    /// Ready batches queued ahead of the consumer.
+    /// Ready batches queued ahead of the consumer, 1 to [`MAX_PREFETCH`].
     pub prefetch: usize,
+    pub decode: DecodeOptions,
 }
+
+/// The most batches a loader queues ahead: each holds `batch_size` decoded images, so a queue
+/// much longer than the training step's lead only holds memory.
+pub const MAX_PREFETCH: usize = 256;
 
 /// One batch of transformed images, in item order within the batch.
 #[derive(Clone, Debug, Default)]
@@ -61,6 +66,12 @@ impl Loader {
         if cfg.batch_size == 0 {
             return Err("batch size must be at least 1".into());
         }
+        if !(1..=MAX_PREFETCH).contains(&cfg.prefetch) {
+            return Err(format!(
+                "--prefetch must be 1 to {MAX_PREFETCH} batches, got {}",
+                cfg.prefetch
+            ));
+        }
         transform.augment.validate()?;
         Ok(Self {
             items: Arc::new(items),
@@ -81,7 +92,7 @@ impl Loader {
     /// The batches of `epoch`; loading runs ahead on another thread and stops when the iterator
     /// is dropped.
     pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = LoadedBatch> + use<> {
-        let (tx, rx) = sync_channel(self.cfg.prefetch.max(1));
+        let (tx, rx) = sync_channel(self.cfg.prefetch);
         let items = self.items.clone();
         let (transform, cfg) = (self.transform, self.cfg);
         let mut order: Vec<usize> = (0..items.len()).collect();
@@ -96,7 +107,7 @@ impl Loader {
                     .map(|&i| {
                         let item = &items[i];
                         let seed = sample_seed(cfg.seed, epoch, i as u64);
-                        let px = load_rgb(&item.path).and_then(|img| {
+                        let px = load_rgb(&item.path, cfg.decode).and_then(|img| {
                             transform
                                 .apply(img, seed)
                                 .map_err(|r| FileError::new(&item.path, r))

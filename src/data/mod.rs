@@ -6,6 +6,7 @@ mod augment;
 mod captions;
 mod decode;
 mod error;
+mod jpeg_end;
 mod layout;
 mod loader;
 mod patches;
@@ -15,10 +16,10 @@ mod transform;
 
 pub use augment::{Augment, gaussian_blur, jpeg_roundtrip};
 pub use captions::{Captions, MissingCaption};
-pub use decode::{MAX_PIXELS, load_rgb};
+pub use decode::{DecodeOptions, MAX_IMAGE_BYTES, MAX_PIXELS, load_rgb, pipeline_bytes};
 pub use error::{DataError, FileError};
 pub use layout::{Discovery, IMAGE_EXTENSIONS, Item, Subset, discover, find_images};
-pub use loader::{LoadedBatch, Loader, LoaderConfig};
+pub use loader::{LoadedBatch, Loader, LoaderConfig, MAX_PREFETCH};
 pub use patches::{
     GRID, OUT_SIZE, PATCH, ensure_min_size, patch_entropies, select_patches, selected_indices,
 };

@@ -42,12 +42,15 @@ pub struct SubsetMetrics {
     pub n_fake: usize,
     /// Accuracy over all images (threshold 0.5).
     pub accuracy: f64,
-    pub average_precision: f64,
+    /// `None` when the subset lacks real or fake images: precision against recall needs both
+    /// (scikit-learn would report 0 or 1, a number that means nothing).
+    pub average_precision: Option<f64>,
     /// Accuracy on real images (`None` when there are none).
     pub real_accuracy: Option<f64>,
     pub fake_accuracy: Option<f64>,
 }
 
+/// The metrics of one subset; see [`SubsetMetrics::one_class`] for subsets with one label.
 pub fn subset_metrics(scores: &[f32], labels: &[u8]) -> SubsetMetrics {
     let correct = |want: Option<u8>| {
         let picked: Vec<bool> = scores
@@ -61,12 +64,25 @@ pub fn subset_metrics(scores: &[f32], labels: &[u8]) -> SubsetMetrics {
             n => Some(picked.iter().filter(|&&c| c).count() as f64 / n as f64),
         }
     };
+    let n_real = labels.iter().filter(|&&l| l == 0).count();
+    let n_fake = labels.len() - n_real;
     SubsetMetrics {
-        n_real: labels.iter().filter(|&&l| l == 0).count(),
-        n_fake: labels.iter().filter(|&&l| l == 1).count(),
+        n_real,
+        n_fake,
         accuracy: correct(None).unwrap_or(0.0),
-        average_precision: average_precision(scores, labels),
+        average_precision: (n_real > 0 && n_fake > 0).then(|| average_precision(scores, labels)),
         real_accuracy: correct(Some(0)),
         fake_accuracy: correct(Some(1)),
+    }
+}
+
+impl SubsetMetrics {
+    /// The label a one-class subset lacks (`"real"` or `"fake"`), if it lacks one.
+    pub fn one_class(&self) -> Option<&'static str> {
+        match (self.n_real, self.n_fake) {
+            (0, _) => Some("real"),
+            (_, 0) => Some("fake"),
+            _ => None,
+        }
     }
 }

@@ -18,6 +18,9 @@ pub struct Report {
     pub rows: Vec<ReportRow>,
     /// Files that could not be evaluated, `path: reason`.
     pub skipped: Vec<String>,
+    /// What the reader must know to read the table (e.g. a subset with one class).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -55,7 +58,7 @@ impl Report {
             n_real: rows.iter().map(|m| m.n_real).sum(),
             n_fake: rows.iter().map(|m| m.n_fake).sum(),
             accuracy: rows.iter().map(|m| m.accuracy).sum::<f64>() / n,
-            average_precision: rows.iter().map(|m| m.average_precision).sum::<f64>() / n,
+            average_precision: mean_opt(|m| m.average_precision),
             real_accuracy: mean_opt(|m| m.real_accuracy),
             fake_accuracy: mean_opt(|m| m.fake_accuracy),
         })
@@ -77,7 +80,7 @@ impl Report {
                     r.subset.clone(),
                     format!("{}/{}", m.n_real, m.n_fake),
                     pct(Some(m.accuracy)),
-                    pct(Some(m.average_precision)),
+                    pct(m.average_precision),
                     pct(m.real_accuracy),
                     pct(m.fake_accuracy),
                 ]);
@@ -144,6 +147,11 @@ impl Report {
                 Some((m, serde_json::to_value(mean).ok()?))
             })
             .collect();
-        serde_json::json!({"rows": self.rows, "mean": means, "skipped": self.skipped})
+        serde_json::json!({
+            "rows": self.rows,
+            "mean": means,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
+        })
     }
 }

@@ -10,13 +10,13 @@ use candle_core::{DType, Device};
 use rayon::prelude::*;
 
 use super::error::PipelineError;
-use super::evaluate::evaluate;
+use super::evaluate::Scorer;
 use super::progress::bar;
 use super::run::TrainPlan;
-use super::train::train;
+use super::train::{TrainJob, train};
 use crate::clip::{ClipConfig, ClipTokenizer, LoraConfig, tokenizer_path, write_random_folder};
 use crate::data::synthetic::{CAPTION_WORDS, Family, fake, real};
-use crate::data::{Captions, MissingCaption, discover};
+use crate::data::{Captions, DecodeOptions, MissingCaption, discover};
 use crate::eval::{Report, accuracy_chart, training_chart};
 use crate::surgery::rng::SplitMix64;
 use crate::train::{Detector, Variant};
@@ -165,7 +165,8 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
         config.text_config.max_position_embeddings,
         config.text_config.eos_token_id,
     )?;
-    let captions = Captions::from_file(&captions_path, MissingCaption::Error)?;
+    let captions = Captions::from_file(&captions_path, MissingCaption::Error)?
+        .with_data_root(&data.join("train"));
     let train_data = discover(&data.join("train"))?;
     let test_data = discover(&data.join("test"))?;
     let (device, dtype) = (opts.device.clone(), DType::F32);
@@ -194,19 +195,32 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
             ..TrainPlan::default()
         };
         let run_dir = opts.out.join(method.replace(' ', "-").to_lowercase());
-        let outcome = train(
-            &det,
-            train_data.all_items(),
-            &captions,
-            &tokenizer,
-            &plan,
-            &run_dir,
-            None,
+        let outcome = train(TrainJob {
+            det: &det,
+            items: train_data.all_items(),
+            captions: &captions,
+            tokenizer: &tokenizer,
+            plan: &plan,
+            out: &run_dir,
+            resume: None,
+            // The demo owns its folder: a second demo replaces the first one's runs.
+            overwrite: true,
+            inputs: vec![captions_path.clone()],
+            decode: DecodeOptions::default(),
             dtype,
-            &device,
-            opts.quiet,
-        )?;
-        let mut r = evaluate(&det, &test_data, method, 64, dtype, &device, opts.quiet)?;
+            device: &device,
+            quiet: opts.quiet,
+            on_epoch: &|_, _| {},
+        })?;
+        let scorer = Scorer {
+            det: &det,
+            batch_size: 64,
+            dtype,
+            device: &device,
+            decode: DecodeOptions::default(),
+            quiet: opts.quiet,
+        };
+        let mut r = scorer.evaluate(&test_data, method)?;
         for row in &mut r.rows {
             let seen = TRAIN_FAMILIES.iter().any(|f| f.name() == row.subset);
             row.subset = format!(

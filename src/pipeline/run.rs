@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::PipelineError;
 use crate::clip::{ClipConfig, LoraConfig};
-use crate::data::Augment;
+use crate::data::{Augment, MAX_PREFETCH};
 use crate::train::{Detector, LossScaler, Variant};
 
 /// Every hyper-parameter of a run; defaults are the paper's (official options).
@@ -62,6 +62,15 @@ impl TrainPlan {
         let bad = |m: String| Err(PipelineError::Invalid(m));
         if self.batch_size == 0 {
             return bad("batch size must be at least 1".into());
+        }
+        if self.stage1_epochs + self.stage2_epochs == 0 {
+            return bad("nothing to train: --stage1-epochs and --stage2-epochs are both 0".into());
+        }
+        if !(1..=MAX_PREFETCH).contains(&self.prefetch) {
+            return bad(format!(
+                "--prefetch must be 1 to {MAX_PREFETCH} batches, got {}",
+                self.prefetch
+            ));
         }
         for (name, lr) in [("stage-1 lr", self.stage1_lr), ("lr", self.lr)] {
             if !(lr > 0.0 && lr.is_finite()) {
@@ -227,9 +236,10 @@ pub fn load_detector(
     if let (Some(p), Some(r)) = (checkpoint, &record) {
         if r.model != det.clip.config {
             return Err(PipelineError::Invalid(format!(
-                "{} was trained on a different CLIP configuration than {}",
+                "{} was trained on a different CLIP than {} ({}; checkpoint → model folder)",
                 p.display(),
-                model.join("config.json").display()
+                model.join("config.json").display(),
+                super::guard::differences(&r.model, &det.clip.config).join(", ")
             )));
         }
         det.restore_checkpoint(p, device)?;

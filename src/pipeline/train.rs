@@ -1,6 +1,10 @@
 //! A training run over an image folder: stage 1 (linear probe) then stage 2 (DGS or an
 //! ablation), a checkpoint after every epoch (atomic: the last good one survives a crash or a
 //! NaN), the forgetting metric on a held-out batch after every stage-2 epoch, and exact resume.
+//!
+//! The run is a sequence of steps, each with its own checks: the plan ([`check_plan`]: options,
+//! outputs), the record to start from ([`start_record`]: resume), the data ([`check_data`]: both
+//! classes, captions), then each stage; an epoch in which no batch could be used is an error.
 
 use std::path::{Path, PathBuf};
 
@@ -8,23 +12,361 @@ use candle_core::{DType, Device, Tensor};
 
 use super::batch::to_tensors;
 use super::error::{Context, PipelineError};
+use super::guard::{differences, refuse_overwriting_inputs};
 use super::progress::bar;
 use super::run::{EpochRecord, RunRecord, TrainPlan};
 use crate::clip::ClipTokenizer;
 use crate::data::{
-    Captions, FileError, Item, LoadedBatch, Loader, LoaderConfig, OUT_SIZE, Transform,
+    Captions, DecodeOptions, FileError, Item, LoadedBatch, Loader, LoaderConfig, OUT_SIZE,
+    Transform,
 };
 use crate::surgery::rng::SplitMix64;
+use crate::train::checkpoint::Loaded;
 use crate::train::{
     AdamConfig, Detector, EpochSummary, LossScaler, OwnedBatch, Stage, Stage1Trainer, Stage2Config,
     Stage2Trainer, forgetting, frozen_features,
 };
+
+/// Everything a training run needs.
+pub struct TrainJob<'a> {
+    pub det: &'a Detector,
+    pub items: Vec<Item>,
+    pub captions: &'a Captions,
+    pub tokenizer: &'a ClipTokenizer,
+    pub plan: &'a TrainPlan,
+    /// Output folder: `checkpoint.safetensors` after every epoch.
+    pub out: &'a Path,
+    /// Continue the run recorded in this checkpoint (same plan) from its next epoch.
+    pub resume: Option<&'a Path>,
+    /// Replace a run already in `out` (without it, that is an error).
+    pub overwrite: bool,
+    /// Files the run reads (model files, captions): none may be an output.
+    pub inputs: Vec<PathBuf>,
+    pub decode: DecodeOptions,
+    pub dtype: DType,
+    pub device: &'a Device,
+    pub quiet: bool,
+    /// Called as each epoch's checkpoint is written, with the epoch and the checkpoint's path.
+    pub on_epoch: &'a dyn Fn(&EpochRecord, &Path),
+}
 
 pub struct TrainOutcome {
     pub record: RunRecord,
     pub checkpoint: PathBuf,
     /// Files left out (unreadable, undecodable, no caption), each once.
     pub skipped: Vec<FileError>,
+}
+
+/// The files a run writes into `out`.
+pub fn run_outputs(out: &Path) -> [PathBuf; 4] {
+    [
+        "checkpoint.safetensors",
+        "history.json",
+        "loss.png",
+        "forgetting.png",
+    ]
+    .map(|f| out.join(f))
+}
+
+/// Train per `job`, writing `out/checkpoint.safetensors` after every epoch.
+pub fn train(job: TrainJob<'_>) -> Result<TrainOutcome, PipelineError> {
+    check_plan(&job)?;
+    let (record, resumed) = start_record(&job)?;
+    check_data(&job, &record)?;
+    let mut run = Run::new(&job, record)?;
+    let resumed_in_stage2 = run.record.stage2_done > 0;
+    let mut resumed = resumed;
+    if run.record.stage1_done < job.plan.stage1_epochs {
+        run.stage1(resumed.take())?;
+    }
+    if run.record.stage2_done < job.plan.stage2_epochs {
+        // The optimizer state in a checkpoint is that of the stage it was written in.
+        run.stage2(resumed.take().filter(|_| resumed_in_stage2))?;
+    }
+    Ok(TrainOutcome {
+        record: run.record,
+        checkpoint: run.checkpoint,
+        skipped: run.skipped,
+    })
+}
+
+/// Options, model and outputs, before anything is loaded or written.
+fn check_plan(job: &TrainJob<'_>) -> Result<(), PipelineError> {
+    job.plan.validate()?;
+    let image_size = job.det.clip.config.vision_config.image_size;
+    if image_size != OUT_SIZE {
+        return Err(PipelineError::Invalid(format!(
+            "the model takes {image_size} px images; the DGS-Net transform makes {OUT_SIZE} px"
+        )));
+    }
+    let [checkpoint, rest @ ..] = run_outputs(job.out);
+    refuse_overwriting_inputs(&rest, &job.inputs, "--out")?;
+    refuse_overwriting_inputs(std::slice::from_ref(&checkpoint), &job.inputs, "--out")?;
+    let same_as_resume = job
+        .resume
+        .is_some_and(|r| std::fs::canonicalize(r).ok() == std::fs::canonicalize(&checkpoint).ok());
+    if checkpoint.exists() && !same_as_resume && !job.overwrite {
+        return Err(PipelineError::Invalid(format!(
+            "{} holds a training run already: pass --resume {} to continue it, or --overwrite \
+             to replace it",
+            checkpoint.display(),
+            checkpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh record, or the resumed run's (its options must match but for the epoch counts).
+fn start_record(job: &TrainJob<'_>) -> Result<(RunRecord, Option<Loaded>), PipelineError> {
+    let (det, plan) = (job.det, job.plan);
+    let fresh = RunRecord {
+        format: RunRecord::FORMAT.into(),
+        model: det.clip.config.clone(),
+        plan: plan.clone(),
+        stage1_done: 0,
+        stage2_done: 0,
+        history: Vec::new(),
+        scaler: (job.dtype == DType::F16).then(LossScaler::default),
+    };
+    let Some(path) = job.resume else {
+        return Ok((fresh, None));
+    };
+    let loaded = det.restore_checkpoint(path, job.device)?;
+    let r = RunRecord::from_json(&loaded.config, path)?;
+    let recorded = TrainPlan {
+        stage1_epochs: plan.stage1_epochs,
+        stage2_epochs: plan.stage2_epochs,
+        ..r.plan.clone()
+    };
+    let mut differ = differences(&recorded, plan);
+    differ.extend(
+        differences(&r.model, &det.clip.config)
+            .into_iter()
+            .map(|d| format!("model {d}")),
+    );
+    if !differ.is_empty() {
+        return Err(PipelineError::Invalid(format!(
+            "{}: recorded with other options ({}; checkpoint → now); resume with the same \
+             options (only the epoch counts may change)",
+            path.display(),
+            differ.join(", ")
+        )));
+    }
+    if r.stage2_done > 0 && plan.stage1_epochs != r.plan.stage1_epochs {
+        return Err(PipelineError::Invalid(format!(
+            "{}: stage 2 has started; stage-1 epochs cannot change now",
+            path.display()
+        )));
+    }
+    let record = RunRecord {
+        plan: plan.clone(),
+        ..r
+    };
+    Ok((record, Some(loaded)))
+}
+
+/// Training data that can mean something: both classes, and captions for stage 2.
+fn check_data(job: &TrainJob<'_>, record: &RunRecord) -> Result<(), PipelineError> {
+    if job.items.is_empty() {
+        return Err(PipelineError::Invalid("no training images".into()));
+    }
+    for (label, name, folder) in [(0, "real", "0_real"), (1, "fake", "1_fake")] {
+        if !job.items.iter().any(|i| i.label == label) {
+            return Err(PipelineError::Invalid(format!(
+                "the training data has no {name} images (no image files under any {folder} \
+                 folder): a detector needs both classes"
+            )));
+        }
+    }
+    if record.stage2_done < job.plan.stage2_epochs
+        && !job.items.iter().any(|i| job.captions.get(&i.path).is_ok())
+    {
+        let example = job
+            .captions
+            .get(&job.items[0].path)
+            .err()
+            .unwrap_or_default();
+        return Err(PipelineError::Invalid(format!(
+            "no training image has a caption in {}, and stage 2 needs them; e.g. {}: {example}",
+            job.captions.source(),
+            job.items[0].path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A run in progress: the loader, the held-out batch, the record and the files left out.
+struct Run<'j, 'a> {
+    job: &'j TrainJob<'a>,
+    loader: Loader,
+    holdout: Option<Tensor>,
+    record: RunRecord,
+    checkpoint: PathBuf,
+    skipped: Vec<FileError>,
+}
+
+impl<'j, 'a> Run<'j, 'a> {
+    fn new(job: &'j TrainJob<'a>, record: RunRecord) -> Result<Self, PipelineError> {
+        let plan = job.plan;
+        let (holdout_items, train_items) = split_holdout(&job.items, plan);
+        let loader_cfg = LoaderConfig {
+            batch_size: plan.batch_size,
+            shuffle: true,
+            seed: plan.seed,
+            prefetch: plan.prefetch,
+            decode: job.decode,
+        };
+        let mut transform = Transform::train(plan.augment);
+        transform.flip = plan.flip;
+        let loader =
+            Loader::new(train_items, transform, loader_cfg).map_err(PipelineError::Invalid)?;
+        std::fs::create_dir_all(job.out).map_err(|source| PipelineError::Io {
+            path: job.out.to_path_buf(),
+            source,
+        })?;
+        let mut skipped = Vec::new();
+        let holdout = holdout_batch(holdout_items, job, &mut skipped)?;
+        Ok(Self {
+            job,
+            loader,
+            holdout,
+            record,
+            checkpoint: job.out.join("checkpoint.safetensors"),
+            skipped,
+        })
+    }
+
+    /// Stage 1: the teacher head on frozen features.
+    fn stage1(&mut self, resumed: Option<Loaded>) -> Result<(), PipelineError> {
+        let (job, plan) = (self.job, self.job.plan);
+        let adam = AdamConfig {
+            lr: plan.stage1_lr,
+            beta1: plan.beta1,
+            ..AdamConfig::default()
+        };
+        let mut t1 = Stage1Trainer::new(job.det.trainables(Stage::One), adam)
+            .context(|| "stage 1 optimizer".into())?;
+        if let Some(l) = resumed {
+            t1.opt
+                .restore(&l.optimizer, l.step)
+                .context(|| "restoring the stage-1 optimizer".into())?;
+        }
+        for epoch in self.record.stage1_done..plan.stage1_epochs {
+            let title = format!("stage 1 epoch {}/{}", epoch + 1, plan.stage1_epochs);
+            let pb = bar(self.loader.items().len(), title, job.quiet);
+            let (mut losses, mut failed) = (Vec::new(), Vec::new());
+            let batches = model_batches(
+                self.loader.epoch(epoch as u64),
+                self.loader.items(),
+                None,
+                job,
+                &pb,
+                &mut failed,
+            )
+            .map(|r| {
+                r.and_then(|ob| frozen_features(&job.det.clip, &ob.pixels).map(|f| (f, ob.labels)))
+            });
+            let summary = t1
+                .epoch(job.det, batches, |s| losses.push((s.loss, s.l_img)))
+                .context(|| format!("stage 1, epoch {}", epoch + 1))?;
+            pb.finish_and_clear();
+            self.note(failed, &summary, 1, epoch)?;
+            self.record.stage1_done = epoch + 1;
+            self.finish_epoch(record_of(1, epoch, &summary, losses), &t1.opt)?;
+        }
+        Ok(())
+    }
+
+    /// Stage 2: LoRA + img_fc + text_fc under the chosen variant.
+    fn stage2(&mut self, resumed: Option<Loaded>) -> Result<(), PipelineError> {
+        let (job, plan) = (self.job, self.job.plan);
+        let cfg = Stage2Config {
+            variant: plan.variant,
+            lambda: plan.lambda,
+            lr: plan.lr,
+            beta1: plan.beta1,
+            ..Stage2Config::default()
+        };
+        let mut t2 = Stage2Trainer::new(job.det.trainables(Stage::Two), cfg)
+            .context(|| "stage 2 optimizer".into())?;
+        if let Some(s) = self.record.scaler {
+            t2 = t2.with_loss_scaling(s);
+        }
+        if let Some(l) = resumed {
+            t2.opt
+                .restore(&l.optimizer, l.step)
+                .context(|| "restoring the stage-2 optimizer".into())?;
+        }
+        for epoch in self.record.stage2_done..plan.stage2_epochs {
+            let title = format!("stage 2 epoch {}/{}", epoch + 1, plan.stage2_epochs);
+            let pb = bar(self.loader.items().len(), title, job.quiet);
+            let (mut losses, mut failed) = (Vec::new(), Vec::new());
+            let batches = model_batches(
+                self.loader.epoch(1_000_000 + epoch as u64),
+                self.loader.items(),
+                Some((job.captions, job.tokenizer)),
+                job,
+                &pb,
+                &mut failed,
+            );
+            let summary = t2
+                .epoch(job.det, batches, |s| losses.push((s.loss, s.l_img)))
+                .context(|| format!("stage 2, epoch {}", epoch + 1))?;
+            pb.finish_and_clear();
+            self.note(failed, &summary, 2, epoch)?;
+            let mut rec = record_of(2, epoch, &summary, losses);
+            if let Some(px) = &self.holdout {
+                rec.forgetting =
+                    Some(forgetting(&job.det.clip, px).context(|| "forgetting metric".into())?);
+            }
+            self.record.stage2_done = epoch + 1;
+            self.record.scaler = t2.scaler;
+            self.finish_epoch(rec, &t2.opt)?;
+        }
+        Ok(())
+    }
+
+    /// Keep the epoch's left-out files; an epoch that trained on nothing is an error.
+    fn note(
+        &mut self,
+        failed: Vec<FileError>,
+        summary: &EpochSummary,
+        stage: u8,
+        epoch: usize,
+    ) -> Result<(), PipelineError> {
+        if summary.steps == 0 && summary.skipped == 0 {
+            let first = failed
+                .first()
+                .map_or(String::new(), |f| format!("; e.g. {f}"));
+            return Err(PipelineError::Invalid(format!(
+                "no usable training image in stage {stage}, epoch {}: all {} files failed{first}",
+                epoch + 1,
+                self.loader.items().len()
+            )));
+        }
+        for f in failed {
+            if !self.skipped.contains(&f) {
+                self.skipped.push(f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Record the epoch, write the checkpoint, then tell the caller.
+    fn finish_epoch(
+        &mut self,
+        rec: EpochRecord,
+        opt: &crate::train::Adam,
+    ) -> Result<(), PipelineError> {
+        self.record.history.push(rec);
+        let json = serde_json::to_value(&self.record)
+            .map_err(|e| PipelineError::Invalid(format!("run record: {e}")))?;
+        self.job.det.save_checkpoint(&self.checkpoint, opt, &json)?;
+        if let Some(rec) = self.record.history.last() {
+            (self.job.on_epoch)(rec, &self.checkpoint);
+        }
+        Ok(())
+    }
 }
 
 fn record_of(stage: u8, epoch: usize, s: &EpochSummary, losses: Vec<(f32, f32)>) -> EpochRecord {
@@ -44,217 +386,21 @@ fn record_of(stage: u8, epoch: usize, s: &EpochSummary, losses: Vec<(f32, f32)>)
     }
 }
 
-/// Train `det` on `items` per `plan`, writing `out/checkpoint.safetensors` after every epoch.
-/// With `resume`, continue the run recorded there (same plan) from its next epoch.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    det: &Detector,
-    items: Vec<Item>,
-    captions: &Captions,
-    tokenizer: &ClipTokenizer,
-    plan: &TrainPlan,
-    out: &Path,
-    resume: Option<&Path>,
-    dtype: DType,
-    device: &Device,
-    quiet: bool,
-) -> Result<TrainOutcome, PipelineError> {
-    plan.validate()?;
-    let image_size = det.clip.config.vision_config.image_size;
-    if image_size != OUT_SIZE {
-        return Err(PipelineError::Invalid(format!(
-            "the model takes {image_size} px images; the DGS-Net transform makes {OUT_SIZE} px"
-        )));
-    }
-    std::fs::create_dir_all(out).map_err(|source| PipelineError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    let checkpoint = out.join("checkpoint.safetensors");
-    let mut record = RunRecord {
-        format: RunRecord::FORMAT.into(),
-        model: det.clip.config.clone(),
-        plan: plan.clone(),
-        stage1_done: 0,
-        stage2_done: 0,
-        history: Vec::new(),
-        scaler: (dtype == DType::F16).then(LossScaler::default),
-    };
-    let mut resumed = None;
-    if let Some(path) = resume {
-        let loaded = det.restore_checkpoint(path, device)?;
-        let r = RunRecord::from_json(&loaded.config, path)?;
-        // Epoch counts may grow (train longer); every other option must match.
-        let same_run = TrainPlan {
-            stage1_epochs: plan.stage1_epochs,
-            stage2_epochs: plan.stage2_epochs,
-            ..r.plan.clone()
-        } == *plan;
-        if !same_run || r.model != det.clip.config {
-            return Err(PipelineError::Invalid(format!(
-                "{}: recorded with other options or another model; resume with the same options \
-                 (only the epoch counts may change)",
-                path.display()
-            )));
-        }
-        if r.stage2_done > 0 && plan.stage1_epochs != r.plan.stage1_epochs {
-            return Err(PipelineError::Invalid(format!(
-                "{}: stage 2 has started; stage-1 epochs cannot change now",
-                path.display()
-            )));
-        }
-        record = RunRecord {
-            plan: plan.clone(),
-            ..r
-        };
-        resumed = Some(loaded);
-    }
-
-    // The optimizer state in a checkpoint is that of the stage it was written in.
-    let resumed_in_stage2 = record.stage2_done > 0;
-
-    // Hold out a few images (never trained on) for the forgetting metric.
+/// A few images held out (never trained on) for the forgetting metric, and the rest sorted.
+fn split_holdout(items: &[Item], plan: &TrainPlan) -> (Vec<Item>, Vec<Item>) {
     let mut order: Vec<usize> = (0..items.len()).collect();
     SplitMix64::new(plan.seed ^ 0x5EED).shuffle(&mut order);
     let holdout_n = plan.holdout.min(items.len() / 10);
-    let holdout: Vec<Item> = order[..holdout_n]
+    let holdout = order[..holdout_n]
         .iter()
         .map(|&i| items[i].clone())
         .collect();
-    let mut train_items: Vec<Item> = order[holdout_n..]
+    let mut train: Vec<Item> = order[holdout_n..]
         .iter()
         .map(|&i| items[i].clone())
         .collect();
-    train_items.sort_by(|a, b| a.path.cmp(&b.path));
-    if train_items.is_empty() {
-        return Err(PipelineError::Invalid("no training images".into()));
-    }
-    let loader_cfg = LoaderConfig {
-        batch_size: plan.batch_size,
-        shuffle: true,
-        seed: plan.seed,
-        prefetch: plan.prefetch,
-    };
-    let mut transform = Transform::train(plan.augment);
-    transform.flip = plan.flip;
-    let loader = Loader::new(train_items, transform, loader_cfg).map_err(PipelineError::Invalid)?;
-    let mut skipped: Vec<FileError> = Vec::new();
-    let holdout_pixels = holdout_batch(holdout, dtype, device, &mut skipped)?;
-    let note = |failed: Vec<FileError>, skipped: &mut Vec<FileError>| {
-        for f in failed {
-            if !skipped.contains(&f) {
-                skipped.push(f);
-            }
-        }
-    };
-    let n_images = loader.items().len();
-    let save = |record: &RunRecord, opt: &crate::train::Adam| -> Result<(), PipelineError> {
-        let json = serde_json::to_value(record)
-            .map_err(|e| PipelineError::Invalid(format!("run record: {e}")))?;
-        det.save_checkpoint(&checkpoint, opt, &json)?;
-        Ok(())
-    };
-
-    // Stage 1: the teacher head on frozen features.
-    if record.stage1_done < plan.stage1_epochs {
-        let adam = AdamConfig {
-            lr: plan.stage1_lr,
-            beta1: plan.beta1,
-            ..AdamConfig::default()
-        };
-        let mut t1 = Stage1Trainer::new(det.trainables(Stage::One), adam)
-            .context(|| "stage 1 optimizer".into())?;
-        if let Some(l) = resumed.take() {
-            t1.opt
-                .restore(&l.optimizer, l.step)
-                .context(|| "restoring the stage-1 optimizer".into())?;
-        }
-        for epoch in record.stage1_done..plan.stage1_epochs {
-            let pb = bar(
-                n_images,
-                format!("stage 1 epoch {}/{}", epoch + 1, plan.stage1_epochs),
-                quiet,
-            );
-            let mut losses = Vec::new();
-            let mut failed = Vec::new();
-            let batches = model_batches(
-                loader.epoch(epoch as u64),
-                loader.items(),
-                None,
-                (dtype, device),
-                &pb,
-                &mut failed,
-            )
-            .map(|r| {
-                r.and_then(|ob| frozen_features(&det.clip, &ob.pixels).map(|f| (f, ob.labels)))
-            });
-            let summary = t1
-                .epoch(det, batches, |s| losses.push((s.loss, s.l_img)))
-                .context(|| format!("stage 1, epoch {}", epoch + 1))?;
-            pb.finish_and_clear();
-            note(failed, &mut skipped);
-            record.stage1_done = epoch + 1;
-            record.history.push(record_of(1, epoch, &summary, losses));
-            save(&record, &t1.opt)?;
-        }
-    }
-
-    // Stage 2: LoRA + img_fc + text_fc under the chosen variant.
-    if record.stage2_done < plan.stage2_epochs {
-        let cfg = Stage2Config {
-            variant: plan.variant,
-            lambda: plan.lambda,
-            lr: plan.lr,
-            beta1: plan.beta1,
-            ..Stage2Config::default()
-        };
-        let mut t2 = Stage2Trainer::new(det.trainables(Stage::Two), cfg)
-            .context(|| "stage 2 optimizer".into())?;
-        if let Some(s) = record.scaler {
-            t2 = t2.with_loss_scaling(s);
-        }
-        if let Some(l) = resumed.take().filter(|_| resumed_in_stage2) {
-            t2.opt
-                .restore(&l.optimizer, l.step)
-                .context(|| "restoring the stage-2 optimizer".into())?;
-        }
-        for epoch in record.stage2_done..plan.stage2_epochs {
-            let pb = bar(
-                n_images,
-                format!("stage 2 epoch {}/{}", epoch + 1, plan.stage2_epochs),
-                quiet,
-            );
-            let mut losses = Vec::new();
-            let mut failed = Vec::new();
-            let batches = model_batches(
-                loader.epoch(1_000_000 + epoch as u64),
-                loader.items(),
-                Some((captions, tokenizer)),
-                (dtype, device),
-                &pb,
-                &mut failed,
-            );
-            let summary = t2
-                .epoch(det, batches, |s| losses.push((s.loss, s.l_img)))
-                .context(|| format!("stage 2, epoch {}", epoch + 1))?;
-            pb.finish_and_clear();
-            note(failed, &mut skipped);
-            let mut rec = record_of(2, epoch, &summary, losses);
-            if let Some(px) = &holdout_pixels {
-                rec.forgetting =
-                    Some(forgetting(&det.clip, px).context(|| "forgetting metric".into())?);
-            }
-            record.stage2_done = epoch + 1;
-            record.scaler = t2.scaler;
-            record.history.push(rec);
-            save(&record, &t2.opt)?;
-        }
-    }
-    Ok(TrainOutcome {
-        record,
-        checkpoint,
-        skipped,
-    })
+    train.sort_by(|a, b| a.path.cmp(&b.path));
+    (holdout, train)
 }
 
 /// Loaded batches as model inputs, counting progress and collecting the files left out; a
@@ -263,13 +409,13 @@ fn model_batches<'a>(
     batches: impl Iterator<Item = LoadedBatch> + 'a,
     items: &'a [Item],
     text: Option<(&'a Captions, &'a ClipTokenizer)>,
-    (dtype, device): (DType, &'a Device),
+    job: &'a TrainJob<'a>,
     pb: &'a indicatif::ProgressBar,
     failed: &'a mut Vec<FileError>,
 ) -> impl Iterator<Item = candle_core::Result<OwnedBatch>> + 'a {
     batches.filter_map(move |b| {
         pb.inc((b.len() + b.failed.len()) as u64);
-        match to_tensors(b, items, text, dtype, device) {
+        match to_tensors(b, items, text, job.dtype, job.device) {
             Ok((ob, rest)) => {
                 failed.extend(rest.failed);
                 ob.map(Ok)
@@ -282,8 +428,7 @@ fn model_batches<'a>(
 /// The held-out images as one eval-transformed batch (`None` when there are none).
 fn holdout_batch(
     items: Vec<Item>,
-    dtype: DType,
-    device: &Device,
+    job: &TrainJob<'_>,
     skipped: &mut Vec<FileError>,
 ) -> Result<Option<Tensor>, PipelineError> {
     if items.is_empty() {
@@ -294,12 +439,13 @@ fn holdout_batch(
         shuffle: false,
         seed: 0,
         prefetch: 1,
+        decode: job.decode,
     };
     let loader = Loader::new(items, Transform::eval(), cfg).map_err(PipelineError::Invalid)?;
     let Some(b) = loader.epoch(0).next() else {
         return Ok(None);
     };
-    let (ob, rest) = to_tensors(b, loader.items(), None, dtype, device)?;
+    let (ob, rest) = to_tensors(b, loader.items(), None, job.dtype, job.device)?;
     skipped.extend(rest.failed);
     Ok(ob.map(|o| o.pixels))
 }

@@ -78,8 +78,12 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+    let corrupt = |e: &dyn std::fmt::Display| {
+        format(format!(
+            "not a valid safetensors file (truncated or corrupt): {e}"
+        ))
+    };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&e))?;
     let info = meta.metadata().clone().unwrap_or_default();
     if info.get("format").map(String::as_str) != Some("dgs-checkpoint-1") {
         return Err(format(
@@ -96,8 +100,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
         .transpose()
         .map_err(|e| format(format!("metadata `config`: {e}")))?
         .unwrap_or(serde_json::Value::Null);
-    let all =
-        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| format(e.to_string()))?;
+    let all = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(&e))?;
     let (mut params, mut optimizer) = (HashMap::new(), HashMap::new());
     for (k, t) in all {
         if let Some(name) = k.strip_prefix(PARAM) {

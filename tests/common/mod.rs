@@ -2,6 +2,8 @@
 //! worst mismatches.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use dgs::surgery::compare::Report;
 
 pub const ROWS: [usize; 5] = [0, 1, 7, 32, 1000];
