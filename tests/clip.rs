@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use dgs::clip::{Clip, ClipConfig, LoraConfig, Mode};
+use dgs::clip::{Clip, ClipConfig, LoraConfig, LoraScaling, Mode};
 
 fn tiny(lora: &LoraConfig) -> (Clip, VarMap, VarMap) {
     let (base, adapters) = (VarMap::new(), VarMap::new());
@@ -39,6 +39,7 @@ fn adapters_start_invisible_and_only_act_in_student_mode() {
         rank: 4,
         alpha: 4.0,
         dropout: 0.5,
+        scaling: LoraScaling::Official,
     };
     let (model, _base, adapters) = tiny(&cfg);
     let x = pixels(3, 1);
@@ -214,12 +215,42 @@ fn captions_tokenise_through_a_tokenizer_json() {
 }
 
 #[test]
-fn merged_export_equals_the_adapted_student() {
-    let cfg = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
+fn lora_scaling_rules() {
+    let official = LoraConfig::default();
+    assert_eq!(
+        official.scaling,
+        LoraScaling::Official,
+        "the paper's recipe"
+    );
+    assert!((official.scale() - 6f64.sqrt()).abs() < 1e-15);
+    let peft = LoraConfig {
+        scaling: LoraScaling::Peft,
+        ..official
     };
+    assert_eq!(peft.scale(), 1.0);
+    // Checkpoints written before the rule was recorded were trained with alpha / rank.
+    let old: LoraConfig =
+        serde_json::from_str(r#"{"rank": 4, "alpha": 8.0, "dropout": 0.0}"#).unwrap();
+    assert_eq!(old.scaling, LoraScaling::Peft);
+    assert_eq!(old.scale(), 2.0);
+    let json = serde_json::to_string(&official).unwrap();
+    assert!(json.contains(r#""scaling":"official""#), "{json}");
+}
+
+/// The merged export folds `s · B A` into the weights with the run's own rule.
+#[test]
+fn merged_export_equals_the_adapted_student() {
+    for scaling in [LoraScaling::Official, LoraScaling::Peft] {
+        merged_export_matches(LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            scaling,
+        });
+    }
+}
+
+fn merged_export_matches(cfg: LoraConfig) {
     let (model, base, adapters) = tiny(&cfg);
     for (name, var) in adapters.data().lock().unwrap().iter() {
         if name.ends_with("lora_B") {
@@ -227,7 +258,11 @@ fn merged_export_equals_the_adapted_student() {
                 .unwrap();
         }
     }
-    let dir = std::env::temp_dir().join(format!("dgs-export-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "dgs-export-{:?}-{}",
+        cfg.scaling,
+        std::process::id()
+    ));
     let (src, dst) = (dir.join("src"), dir.join("merged"));
     std::fs::create_dir_all(&src).unwrap();
     base.save(src.join("model.safetensors")).unwrap();
@@ -257,6 +292,56 @@ fn merged_export_equals_the_adapted_student() {
     assert!(
         max_diff(&teacher, &plain) > 1e-4,
         "the export must carry the adapters"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `hidden_act` from config.json picks the MLP's activation; an unknown one is refused with the
+/// names that are known.
+#[test]
+fn hidden_act_is_honoured() {
+    let dir = std::env::temp_dir().join(format!("dgs-act-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dgs::clip::write_random_folder(&dir, &ClipConfig::tiny(), 3, &["a", "photo"]).unwrap();
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(
+        text.matches(r#""hidden_act": "quick_gelu""#).count(),
+        2,
+        "{text}"
+    );
+    let load = || Clip::load_hf(&dir, DType::F32, &Device::Cpu, None);
+    let x = pixels(2, 5);
+    let features = |m: &Clip| m.image_features(&x, Mode::Frozen).unwrap();
+    let quick = features(&load().unwrap());
+    let mut seen = vec![quick];
+    for (name, act) in [
+        ("gelu", dgs::clip::Activation::Gelu),
+        ("gelu_pytorch_tanh", dgs::clip::Activation::GeluTanh),
+        ("relu", dgs::clip::Activation::Relu),
+    ] {
+        std::fs::write(&config, text.replace("quick_gelu", name)).unwrap();
+        let model = load().unwrap();
+        assert_eq!(model.config.vision_config.tower.hidden_act, act);
+        let f = features(&model);
+        for other in &seen {
+            assert!(max_diff(&f, other) > 1e-6, "{name} changes the features");
+        }
+        seen.push(f);
+    }
+    std::fs::write(&config, text.replace("quick_gelu", "swish")).unwrap();
+    let e = load().err().unwrap().to_string();
+    assert!(e.contains("swish") && e.contains("quick_gelu"), "{e}");
+    // A config without the key (older dgs checkpoints) means quick_gelu.
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["vision_config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("hidden_act");
+    let cfg: ClipConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        cfg.vision_config.tower.hidden_act,
+        dgs::clip::Activation::QuickGelu
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,17 +1,36 @@
-//! Parity with the reference implementation: one stage-2 step of the official code (PyTorch +
-//! transformers + peft, scripts/make_torch_fixture.py) replayed through our CLIP, LoRA, surgery op
-//! and loss, on the same weights and batch. Losses and every trained gradient must agree to a
-//! relative error below 1e-4 (f32).
+//! Parity with the reference implementation: one stage-2 step of the official method in PyTorch
+//! (scripts/make_torch_fixture.py), replayed through our CLIP, LoRA, surgery op and loss, on the
+//! same weights and batch — once with the official DGS-Net LoRA layer (`alpha / √r`), once with
+//! peft's (`alpha / r`). Losses and every trained gradient must agree to a relative error below
+//! 1e-4 (f32).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use dgs::clip::{Clip, ClipConfig, LoraConfig};
+use dgs::clip::{Clip, ClipConfig, LoraConfig, LoraScaling};
 use dgs::train::{Batch, Head, Stage2Config, Variant, stage2_loss};
 
-const FIXTURE: &str = "tests/fixtures/stage2_tiny.safetensors";
+/// The fixture's tensors and its LoRA configuration (from its metadata; fixtures without a
+/// `lora_scaling` entry were made with peft).
+fn fixture(path: &str) -> (HashMap<String, Tensor>, LoraConfig) {
+    let bytes = std::fs::read(path).expect("fixture present");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let scaling = match meta.get("lora_scaling").map(String::as_str) {
+        Some("official") => LoraScaling::Official,
+        None => LoraScaling::Peft,
+        Some(other) => panic!("{path}: unknown LoRA rule {other}"),
+    };
+    let lora = LoraConfig {
+        rank: meta["lora_rank"].parse().unwrap(),
+        alpha: meta["lora_alpha"].parse().unwrap(),
+        dropout: 0.0,
+        scaling,
+    };
+    let all = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    (all, lora)
+}
 
 fn with_prefix(all: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
     all.iter()
@@ -47,22 +66,30 @@ fn rel_err(ours: &Tensor, theirs: &Tensor) -> f64 {
 }
 
 #[test]
-fn one_stage2_step_matches_pytorch() {
+fn one_stage2_step_matches_the_official_lora_layer() {
+    let (all, lora) = fixture("tests/fixtures/stage2_tiny_official.safetensors");
+    assert_eq!(lora.scaling, LoraScaling::Official);
+    replay(&all, &lora);
+}
+
+#[test]
+fn one_stage2_step_matches_peft() {
+    let (all, lora) = fixture("tests/fixtures/stage2_tiny.safetensors");
+    assert_eq!(lora.scaling, LoraScaling::Peft);
+    replay(&all, &lora);
+}
+
+/// Our stage-2 step on the fixture's weights and batch against its losses and gradients.
+fn replay(all: &HashMap<String, Tensor>, lora_cfg: &LoraConfig) {
     let dev = Device::Cpu;
-    let all = candle_core::safetensors::load(Path::new(FIXTURE), &dev).expect("fixture present");
-    let base = with_prefix(&all, "base.");
+    let base = with_prefix(all, "base.");
     let vb = VarBuilder::from_tensors(base, DType::F32, &dev);
     let (lora_vm, heads_vm) = (VarMap::new(), VarMap::new());
-    let lora_cfg = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-    };
     let clip = Clip::new(
         ClipConfig::tiny(),
         vb,
         Some((
-            &lora_cfg,
+            lora_cfg,
             VarBuilder::from_varmap(&lora_vm, DType::F32, &dev),
         )),
     )
@@ -73,8 +100,8 @@ fn one_stage2_step_matches_pytorch() {
         Head::new(16, hvb.pp("img_fc")).unwrap(),
         Head::new(16, hvb.pp("text_fc")).unwrap(),
     );
-    set_all(&lora_vm, &all, "lora.");
-    set_all(&heads_vm, &all, "heads.");
+    set_all(&lora_vm, all, "lora.");
+    set_all(&heads_vm, all, "heads.");
 
     let ids = all["batch.ids"].to_dtype(DType::U32).unwrap();
     let batch = Batch {

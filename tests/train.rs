@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use dgs::clip::{Clip, ClipConfig, LoraConfig};
+use dgs::clip::{Clip, ClipConfig, LoraConfig, LoraScaling};
 use dgs::train::{
     Batch, Head, Stage2Config, Stage2Trainer, Variant, bce_logit_grad, bce_with_logits, checkpoint,
     forgetting, named_vars,
@@ -103,6 +103,7 @@ fn setup(dropout: f32) -> Setup {
         rank: 4,
         alpha: 4.0,
         dropout,
+        scaling: LoraScaling::Official,
     };
     let vb = |m: &VarMap| VarBuilder::from_varmap(m, DType::F32, &dev());
     let clip = Clip::new(ClipConfig::tiny(), vb(&base), Some((&cfg, vb(&lora)))).unwrap();
@@ -380,6 +381,7 @@ fn half_precision_base_weights_with_f32_adapters() {
         rank: 4,
         alpha: 4.0,
         dropout: 0.0,
+        scaling: LoraScaling::Official,
     };
     let clip = Clip::new(
         ClipConfig::tiny(),
@@ -439,6 +441,7 @@ fn random_detector(dtype: DType, tag: &str) -> (dgs::train::Detector, std::path:
         rank: 4,
         alpha: 4.0,
         dropout: 0.0,
+        scaling: LoraScaling::Official,
     };
     let det = dgs::train::Detector::from_hf(&dir, dtype, &dev(), lora).unwrap();
     (det, dir)

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::Args as ClapArgs;
-use dgs::clip::{ClipTokenizer, LoraConfig, tokenizer_path};
+use dgs::clip::{ClipTokenizer, LoraConfig, LoraScaling, tokenizer_path};
 use dgs::data::{Augment, Captions, DecodeOptions, MissingCaption, discover};
 use dgs::eval::training_chart;
 use dgs::pipeline::{EpochRecord, PipelineError, TrainJob, TrainPlan, train};
@@ -23,6 +23,14 @@ pub enum VariantArg {
     NoHelp,
     /// Plain LoRA fine-tuning (L_img only).
     PlainLora,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ScalingArg {
+    /// alpha / √rank, as the official DGS-Net code trains.
+    Official,
+    /// alpha / rank, peft's rule.
+    Peft,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -79,9 +87,13 @@ pub struct Args {
     /// LoRA rank r of the q/k/v adapters of every vision layer, ≥ 1.
     #[arg(long, default_value_t = 6)]
     pub lora_rank: usize,
-    /// LoRA alpha (the update is scaled by alpha / rank), > 0.
+    /// LoRA alpha, > 0: the update is scaled by alpha / √rank (official) or alpha / rank (peft).
     #[arg(long, default_value_t = 6.0)]
     pub lora_alpha: f64,
+    /// LoRA scaling rule: official (alpha / √rank, the official DGS-Net code's) or peft
+    /// (alpha / rank).
+    #[arg(long, value_enum, default_value = "official")]
+    pub lora_scaling: ScalingArg,
     /// Dropout probability on the adapters' input, in [0, 1).
     #[arg(long, default_value_t = 0.8)]
     pub lora_dropout: f32,
@@ -138,6 +150,10 @@ impl Args {
                 rank: self.lora_rank,
                 alpha: self.lora_alpha,
                 dropout: self.lora_dropout,
+                scaling: match self.lora_scaling {
+                    ScalingArg::Official => LoraScaling::Official,
+                    ScalingArg::Peft => LoraScaling::Peft,
+                },
             },
             augment: Augment {
                 blur_prob: self.blur_prob,

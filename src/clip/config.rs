@@ -12,10 +12,31 @@ pub struct TowerConfig {
     pub num_attention_heads: usize,
     #[serde(default = "default_ln_eps")]
     pub layer_norm_eps: f64,
+    /// The MLP's activation (`hidden_act` in Hugging Face's config).
+    #[serde(default)]
+    pub hidden_act: Activation,
 }
 
 fn default_ln_eps() -> f64 {
     1e-5
+}
+
+/// The activations Hugging Face CLIP configs name; any other `hidden_act` is an error when the
+/// config is read (serde lists these).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// `x · σ(1.702 x)`: OpenAI's CLIP (and the default of Hugging Face's `CLIPConfig`).
+    #[default]
+    #[serde(rename = "quick_gelu")]
+    QuickGelu,
+    /// `x · Φ(x)` with the exact normal CDF (erf).
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// The tanh approximation of GELU.
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh")]
+    GeluTanh,
+    #[serde(rename = "relu")]
+    Relu,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,5 +210,6 @@ fn tower(hidden: usize, intermediate: usize, layers: usize, heads: usize) -> Tow
         num_hidden_layers: layers,
         num_attention_heads: heads,
         layer_norm_eps: 1e-5,
+        hidden_act: Activation::QuickGelu,
     }
 }

@@ -1,10 +1,11 @@
-//! The CLIP transformer layer (pre-norm, quick-GELU MLP), shared by both towers. The vision tower
-//! puts LoRA on q, k and v; the text tower has none.
+//! The CLIP transformer layer (pre-norm; an MLP with the config's activation, quick-GELU for
+//! OpenAI's CLIP), shared by both towers. The vision tower puts LoRA on q, k and v; the text
+//! tower has none.
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::config::TowerConfig;
+use super::config::{Activation, TowerConfig};
 use super::lora::{LoraConfig, LoraLinear, Mode};
 use crate::ops::frozen_linear;
 
@@ -72,8 +73,13 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::softmax(x, candle_core::D::Minus1)
 }
 
-fn quick_gelu(x: &Tensor) -> Result<Tensor> {
-    x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
+fn activation(act: Activation, x: &Tensor) -> Result<Tensor> {
+    match act {
+        Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
+        Activation::Gelu => x.gelu_erf(),
+        Activation::GeluTanh => x.gelu(),
+        Activation::Relu => x.relu(),
+    }
 }
 
 struct Attention {
@@ -134,6 +140,7 @@ struct Layer {
     ln2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
+    act: Activation,
 }
 
 impl Layer {
@@ -145,13 +152,14 @@ impl Layer {
             ln2: LayerNorm::new(h, cfg.layer_norm_eps, b.vb.pp("layer_norm2"))?,
             fc1: candle_nn::linear(h, i, b.vb.pp("mlp.fc1"))?,
             fc2: candle_nn::linear(i, h, b.vb.pp("mlp.fc2"))?,
+            act: cfg.hidden_act,
         })
     }
 
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask, mode)?)?;
         let h = frozen_linear(&self.fc1, &self.ln2.forward(&x)?)?;
-        let m = frozen_linear(&self.fc2, &quick_gelu(&h)?)?;
+        let m = frozen_linear(&self.fc2, &activation(self.act, &h)?)?;
         x + m
     }
 }

@@ -12,7 +12,7 @@ use super::model::LoadError;
 
 /// Write `dst` from the Hugging Face folder `src` with every adapter in `adapters` (names as
 /// created by [`Clip::new`](super::Clip::new): `….{q,k,v}_proj.lora_{A,B}`) merged:
-/// `W ← W + (alpha / rank) · B A`. Writes go to temporary files renamed into place; the caller
+/// `W ← W + s · B A` with the run's scaling `s` ([`LoraConfig::scale`]). Writes go to temporary files renamed into place; the caller
 /// makes sure `dst` is not `src`.
 pub fn export_merged(
     src: &Path,
@@ -31,7 +31,7 @@ pub fn export_merged(
     };
     let mut tensors =
         candle_core::safetensors::load(&weights_path, &Device::Cpu).map_err(weights_err)?;
-    let scaling = lora.alpha / lora.rank as f64;
+    let scaling = lora.scale();
     let mut merged = 0;
     for (name, a) in adapters {
         let Some(prefix) = name.strip_suffix(".lora_A") else {

@@ -1,25 +1,58 @@
-//! LoRA on a frozen linear layer: `y = W x + b + (alpha / rank) · B A dropout(x)`.
-//! The scaling applies to the low-rank term only; dropout acts on the LoRA input only and only in
-//! training. `B` starts at zero, so a fresh adapter changes nothing.
+//! LoRA on a frozen linear layer: `y = W x + b + s · B A dropout(x)`, with `s` the scaling of
+//! [`LoraScaling`]. The scaling applies to the low-rank term only; dropout acts on the LoRA input
+//! only and only in training, with its own mask per layer (q, k and v each draw one). `A` starts
+//! Kaiming-uniform (`U(±1/√in)`, PyTorch's `kaiming_uniform_(a = √5)`), `B` at zero, so a fresh
+//! adapter changes nothing.
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Dropout, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
+
+/// How the low-rank update is scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoraScaling {
+    /// `alpha / √rank`: the LoRA layer the official DGS-Net code trains with (√6 ≈ 2.449 for
+    /// the paper's rank 6, alpha 6).
+    Official,
+    /// `alpha / rank`: peft's rule (1 for rank 6, alpha 6).
+    Peft,
+}
+
+impl LoraScaling {
+    /// What checkpoints written before the rule was recorded were trained with.
+    pub fn recorded_before_choice() -> Self {
+        Self::Peft
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f64,
     pub dropout: f32,
+    #[serde(default = "LoraScaling::recorded_before_choice")]
+    pub scaling: LoraScaling,
+}
+
+impl LoraConfig {
+    /// The factor of the low-rank term.
+    pub fn scale(&self) -> f64 {
+        match self.scaling {
+            LoraScaling::Official => self.alpha / (self.rank as f64).sqrt(),
+            LoraScaling::Peft => self.alpha / self.rank as f64,
+        }
+    }
 }
 
 impl Default for LoraConfig {
-    /// The paper's settings: rank 6, alpha 6, dropout 0.8.
+    /// The paper's settings: rank 6, alpha 6, dropout 0.8, the official scaling.
     fn default() -> Self {
         Self {
             rank: 6,
             alpha: 6.0,
             dropout: 0.8,
+            scaling: LoraScaling::Official,
         }
     }
 }
@@ -72,7 +105,7 @@ impl LoraLinear {
                 Some(Adapter {
                     a,
                     b,
-                    scaling: cfg.alpha / cfg.rank as f64,
+                    scaling: cfg.scale(),
                     dropout: Dropout::new(cfg.dropout),
                 })
             }

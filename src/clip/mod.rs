@@ -15,9 +15,9 @@ mod tokenizer;
 mod towers;
 mod weights;
 
-pub use config::{ClipConfig, TextConfig, TowerConfig, VisionConfig};
+pub use config::{Activation, ClipConfig, TextConfig, TowerConfig, VisionConfig};
 pub use export::export_merged;
-pub use lora::{LoraConfig, LoraLinear, Mode};
+pub use lora::{LoraConfig, LoraLinear, LoraScaling, Mode};
 pub use model::{Clip, LoadError};
 pub use tokenizer::{ClipTokenizer, tiny_tokenizer_json, tokenizer_path};
 pub use weights::{ByteCount, Counted, Fill, SeededWeights, write_random_folder};
