@@ -146,3 +146,63 @@ fn replay(all: &HashMap<String, Tensor>, lora_cfg: &LoraConfig) {
     }
     assert_eq!(checked, 12 + 4, "every LoRA matrix and both trained heads");
 }
+
+/// 20 stage-2 steps with Adam from the same start and batches as the official loop in PyTorch
+/// (official LoRA layer, dropout 0): the losses at every step, every trainable after the last
+/// step and the feature drift agree.
+#[test]
+fn twenty_adam_steps_follow_the_official_trajectory() {
+    use dgs::train::{Detector, Stage, Stage2Trainer};
+    let (all, lora) = fixture("tests/fixtures/stage2_trajectory.safetensors");
+    assert_eq!(lora.scaling, LoraScaling::Official);
+    let dev = Device::Cpu;
+    let vb = VarBuilder::from_tensors(with_prefix(&all, "base."), DType::F32, &dev);
+    let det = Detector::new(ClipConfig::tiny(), vb, lora, &dev).unwrap();
+    for (name, var) in det.all_trainables() {
+        let key = name.replace("teacher_head.", "heads.");
+        var.set(&all[&key]).unwrap();
+    }
+    let cfg = Stage2Config {
+        variant: Variant::Dgs,
+        lr: 1e-3,
+        ..Default::default()
+    };
+    let mut trainer = Stage2Trainer::new(det.trainables(Stage::Two), cfg).unwrap();
+    let held_out = &all["held_out.pixels"];
+    let drift = |det: &Detector| dgs::train::forgetting(&det.clip, held_out).unwrap();
+    let theirs_drift = |k: &str| all[k].to_vec1::<f32>().unwrap()[0];
+    assert!((drift(&det) - theirs_drift("drift.start")).abs() < 1e-6);
+    let losses = all["loss.steps"].to_vec1::<f32>().unwrap();
+    let ids = all["batch.ids"].to_dtype(DType::U32).unwrap();
+    for (step, theirs) in losses.iter().enumerate() {
+        let b = step % 5;
+        let (pixels, labels, captions) = (
+            all["batch.pixels"].get(b).unwrap(),
+            all["batch.labels"].get(b).unwrap(),
+            ids.get(b).unwrap(),
+        );
+        let batch = Batch {
+            pixels: &pixels,
+            captions: &captions,
+            labels: &labels,
+        };
+        let stats = trainer
+            .step(&det.clip, &det.teacher, &det.img_fc, &det.text_fc, &batch)
+            .unwrap();
+        let rel = f64::from((stats.loss - theirs).abs()) / f64::from(theirs.abs());
+        assert!(rel < 1e-4, "step {step}: loss {} vs {theirs}", stats.loss);
+    }
+    let mut worst = 0f64;
+    for (name, var) in det.trainables(Stage::Two) {
+        let theirs = &all[&format!("final.{name}")];
+        let rel = rel_err(var.as_tensor(), theirs);
+        assert!(rel < 1e-4, "{name} after 20 steps: relative error {rel:e}");
+        worst = worst.max(rel);
+        let start = &all[&name];
+        let moved = rel_err(var.as_tensor(), start);
+        assert!(moved > 1e-4, "{name} must have moved ({moved:e})");
+    }
+    let (ours, theirs) = (drift(&det), theirs_drift("drift.end"));
+    assert!((ours - theirs).abs() < 1e-5, "drift {ours} vs {theirs}");
+    eprintln!("after 20 steps: worst relative error {worst:e}; drift {ours} (PyTorch {theirs})");
+}
