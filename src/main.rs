@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Eval(a) => done(cli::eval::run(&a), false),
         cli::Command::Detect(a) => done(cli::detect::run(&a), true),
         cli::Command::Export(a) => done(cli::export::run(&a).map(|()| 0), false),
+        cli::Command::Import(a) => done(cli::import::run(&a).map(|()| 0), false),
         cli::Command::Bench(b) => done(cli::bench::run(&b).map(|()| 0), false),
         cli::Command::SelfCheck(a) => match cli::self_check::run(&a) {
             Ok(true) => ExitCode::SUCCESS,

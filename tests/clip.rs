@@ -1,8 +1,11 @@
 //! CLIP with LoRA: the adapters are invisible at init and only in student mode; the teacher never
 //! changes; a Hugging Face folder written here loads through the same path as a real one.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use common::max_abs_diff;
 use dgs::clip::{Clip, ClipConfig, LoraConfig, LoraScaling, Mode};
 
 fn tiny(lora: &LoraConfig) -> (Clip, VarMap, VarMap) {
@@ -20,19 +23,6 @@ fn pixels(b: usize, seed: u64) -> Tensor {
     Tensor::from_vec(v, (b, 3, 32, 32), &Device::Cpu).unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn adapters_start_invisible_and_only_act_in_student_mode() {
     let cfg = LoraConfig {
@@ -47,7 +37,7 @@ fn adapters_start_invisible_and_only_act_in_student_mode() {
     assert_eq!(teacher.dims(), &[3, 16]);
     let student = model.image_features(&x, Mode::Student).unwrap();
     assert_eq!(
-        max_diff(&teacher, &student),
+        max_abs_diff(&teacher, &student),
         0.0,
         "B = 0: LoRA must change nothing"
     );
@@ -68,14 +58,18 @@ fn adapters_start_invisible_and_only_act_in_student_mode() {
     }
     let student = model.image_features(&x, Mode::Student).unwrap();
     assert!(
-        max_diff(&teacher, &student) > 1e-4,
+        max_abs_diff(&teacher, &student) > 1e-4,
         "a non-zero B must change the student"
     );
     let again = model.image_features(&x, Mode::Frozen).unwrap();
-    assert_eq!(max_diff(&teacher, &again), 0.0, "the teacher never changes");
+    assert_eq!(
+        max_abs_diff(&teacher, &again),
+        0.0,
+        "the teacher never changes"
+    );
     let train = model.image_features(&x, Mode::StudentTrain).unwrap();
     assert!(
-        max_diff(&train, &student) > 0.0,
+        max_abs_diff(&train, &student) > 0.0,
         "dropout acts on the adapter input in training"
     );
 }
@@ -88,7 +82,7 @@ fn text_features_pool_at_the_end_token() {
     assert_eq!(f.dims(), &[2, 16]);
     // Tokens after the end token do not matter (the tower is causal and pools at the end token).
     let ids2 = Tensor::new(&[[5u32, 17, 999, 3, 4], [7, 8, 9, 10, 999]], &Device::Cpu).unwrap();
-    assert!(max_diff(&f, &model.text_features(&ids2).unwrap()) < 1e-6);
+    assert!(max_abs_diff(&f, &model.text_features(&ids2).unwrap()) < 1e-6);
     let too_long = Tensor::zeros((1, 17), DType::U32, &Device::Cpu).unwrap();
     let e = model.text_features(&too_long).err().unwrap().to_string();
     assert!(e.contains("longer than"), "{e}");
@@ -109,7 +103,7 @@ fn a_hugging_face_folder_loads_through_the_same_path() {
     let x = pixels(2, 2);
     let a = model.image_features(&x, Mode::Frozen).unwrap();
     let b = loaded.image_features(&x, Mode::Frozen).unwrap();
-    assert_eq!(max_diff(&a, &b), 0.0);
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
 
     // Broken folders: the error names the file (and the tensor).
     std::fs::write(dir.join("config.json"), "{\"projection_dim\": 16}").unwrap();
@@ -174,10 +168,10 @@ fn legacy_configs_pool_at_the_largest_id() {
         model.text_features(&c).unwrap(),
     );
     assert!(
-        max_diff(&fa, &fb) < 1e-6,
+        max_abs_diff(&fa, &fb) < 1e-6,
         "tokens after the largest id do not matter"
     );
-    assert!(max_diff(&fa, &fc) > 1e-6);
+    assert!(max_abs_diff(&fa, &fc) > 1e-6);
 }
 
 #[test]
@@ -284,13 +278,13 @@ fn merged_export_matches(cfg: LoraConfig) {
     let student = model.image_features(&x, Mode::Student).unwrap();
     let plain = merged.image_features(&x, Mode::Frozen).unwrap();
     assert!(
-        max_diff(&student, &plain) < 1e-5,
+        max_abs_diff(&student, &plain) < 1e-5,
         "{}",
-        max_diff(&student, &plain)
+        max_abs_diff(&student, &plain)
     );
     let teacher = model.image_features(&x, Mode::Frozen).unwrap();
     assert!(
-        max_diff(&teacher, &plain) > 1e-4,
+        max_abs_diff(&teacher, &plain) > 1e-4,
         "the export must carry the adapters"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -325,7 +319,10 @@ fn hidden_act_is_honoured() {
         assert_eq!(model.config.vision_config.tower.hidden_act, act);
         let f = features(&model);
         for other in &seen {
-            assert!(max_diff(&f, other) > 1e-6, "{name} changes the features");
+            assert!(
+                max_abs_diff(&f, other) > 1e-6,
+                "{name} changes the features"
+            );
         }
         seen.push(f);
     }

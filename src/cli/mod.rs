@@ -6,6 +6,7 @@ pub mod demo;
 pub mod detect;
 pub mod eval;
 pub mod export;
+pub mod import;
 mod ranges;
 pub mod self_check;
 pub mod train;
@@ -44,6 +45,8 @@ pub enum Command {
     Detect(detect::Args),
     /// Merge the trained LoRA into the base weights and write a Hugging Face CLIP folder.
     Export(export::Args),
+    /// Read a checkpoint of the official DGS-Net code (.pth) into a model folder + checkpoint.
+    Import(import::Args),
     /// Benchmarks of the training step.
     #[command(subcommand)]
     Bench(bench::Bench),

@@ -11,6 +11,7 @@ mod encoder;
 mod export;
 mod lora;
 mod model;
+pub mod openai;
 mod tokenizer;
 mod towers;
 mod weights;

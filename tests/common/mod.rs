@@ -4,12 +4,20 @@
 
 pub mod cli;
 
+use candle_core::Tensor;
 use dgs::surgery::compare::Report;
 
 pub const ROWS: [usize; 5] = [0, 1, 7, 32, 1000];
 pub const DIMS: [usize; 5] = [1, 7, 768, 769, 4099];
 /// Either side of the 64-element block, the 65536-element chunk, and a single element.
 pub const AWKWARD_LENS: [usize; 9] = [1, 7, 63, 64, 65, 65535, 65536, 65537, 131_073];
+
+/// The largest absolute elementwise difference of two tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar())
+        .expect("tensors of one shape")
+}
 
 #[track_caller]
 pub fn assert_passed(report: &Report, what: &str) {
