@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::Args as ClapArgs;
+use dgs::clip::peft::read_peft;
 use dgs::clip::{ClipTokenizer, LoraConfig, LoraScaling, tokenizer_path};
 use dgs::data::{Augment, Captions, DecodeOptions, MissingCaption, discover};
 use dgs::eval::training_chart;
@@ -60,6 +61,10 @@ pub struct Args {
     /// Replace a training run already in --out (without it, that is an error).
     #[arg(long)]
     pub overwrite: bool,
+    /// Start stage 2 from these LoRA adapters: a peft folder (adapter_config.json,
+    /// adapter_model.safetensors) whose rank, alpha and scaling match the LoRA options.
+    #[arg(long)]
+    pub init_adapters: Option<PathBuf>,
     /// Stage-1 epochs (linear probe of the teacher head on frozen features), ≥ 0.
     #[arg(long, default_value_t = 3)]
     pub stage1_epochs: usize,
@@ -206,6 +211,43 @@ fn captions(a: &Args) -> Result<(Captions, Option<PathBuf>), PipelineError> {
     Ok((map.with_data_root(&a.data), file))
 }
 
+/// Load peft adapters into `det`, which must have been set up with the same rank, alpha and
+/// scaling.
+fn init_adapters(
+    det: &Detector,
+    dir: &Path,
+    lora: &LoraConfig,
+    resuming: bool,
+) -> Result<(), PipelineError> {
+    if resuming {
+        return Err(PipelineError::Invalid(
+            "--init-adapters starts a run; --resume continues one with its own adapters: use one"
+                .into(),
+        ));
+    }
+    let peft = read_peft(dir, &det.clip.config)?;
+    if (peft.rank, peft.alpha, peft.scaling) != (lora.rank, lora.alpha, lora.scaling) {
+        let scaling = match peft.scaling {
+            LoraScaling::Official => "official",
+            LoraScaling::Peft => "peft",
+        };
+        return Err(PipelineError::Invalid(format!(
+            "{}: the adapters are rank {}, alpha {} with {scaling} scaling; pass --lora-rank {} \
+             --lora-alpha {} --lora-scaling {scaling}",
+            dir.display(),
+            peft.rank,
+            peft.alpha,
+            peft.rank,
+            peft.alpha
+        )));
+    }
+    let set = det
+        .load_adapters(&peft.adapters)
+        .map_err(|e| PipelineError::compute("setting the adapters", e))?;
+    eprintln!("adapters: {set} matrices from {}", dir.display());
+    Ok(())
+}
+
 /// What a SIGINT reports: the last checkpoint written and what it holds.
 type LastCheckpoint = Arc<Mutex<Option<(PathBuf, String)>>>;
 
@@ -261,6 +303,9 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
     // dropout 0; candle's CPU dropout mask cannot be seeded).
     det.reseed(plan.seed)
         .map_err(|source| PipelineError::compute("seeding the adapters and heads", source))?;
+    if let Some(dir) = &a.init_adapters {
+        init_adapters(&det, dir, &plan.lora, a.resume.is_some())?;
+    }
     let text = &det.clip.config.text_config;
     let tokenizer_file = tokenizer_path(&a.model.model);
     let tokenizer = ClipTokenizer::from_file(

@@ -12,6 +12,7 @@ mod export;
 mod lora;
 mod model;
 pub mod openai;
+pub mod peft;
 mod tokenizer;
 mod towers;
 mod weights;

@@ -10,6 +10,8 @@ pub enum PipelineError {
     Data(#[from] DataError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Peft(#[from] crate::clip::peft::PeftError),
     #[error("{context}: {source}")]
     Compute {
         context: String,

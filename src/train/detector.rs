@@ -125,6 +125,32 @@ impl Detector {
         }
     }
 
+    /// Set the adapters from `adapters` (names as [`Clip::new`] makes them:
+    /// `….q_proj.lora_A`). An adapter the map lacks keeps its `A` and gets `B = 0`, so it changes
+    /// nothing until trained. Returns how many adapter matrices were set from the map.
+    pub fn load_adapters(
+        &self,
+        adapters: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<usize> {
+        let data = self
+            .lora_vars
+            .data()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut set = 0;
+        for (name, var) in data.iter() {
+            match adapters.get(name) {
+                Some(t) => {
+                    var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
+                    set += 1;
+                }
+                None if name.ends_with("lora_B") => var.set(&var.zeros_like()?)?,
+                None => {}
+            }
+        }
+        Ok(set)
+    }
+
     /// Every variable training can change (both stages), by checkpoint name.
     pub fn all_trainables(&self) -> BTreeMap<String, Var> {
         let mut v = self.trainables(Stage::One);
