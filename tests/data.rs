@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use dgs::data::{
-    Augment, Captions, DecodeOptions, Item, Loader, LoaderConfig, MissingCaption, PATCH, Transform,
-    discover, ensure_min_size, gaussian_blur, load_rgb, patch_entropies, select_patches,
-    selected_indices,
+    Augment, Captions, DecodeOptions, Item, Loader, LoaderConfig, MissingCaption, PATCH,
+    PatchSelection, Transform, discover, ensure_min_size, gaussian_blur, load_rgb, numpy_argsort,
+    patch_entropies, select_patches, selected_indices,
 };
 use dgs::eval::{average_precision, subset_metrics};
 use dgs::surgery::rng::SplitMix64;
@@ -105,20 +105,24 @@ fn ranked_patches() -> (RgbImage, Vec<usize>) {
 #[test]
 fn patch_selection_keeps_the_24_lowest_and_25_highest() {
     let (img, pos) = ranked_patches();
-    let ent = patch_entropies(&img);
+    let ent = patch_entropies(&img, PatchSelection::Stretch);
     assert_eq!(ent.len(), 64);
     for w in 0..63 {
         assert!(ent[pos[w]] < ent[pos[w + 1]], "entropy grows with rank");
     }
     let mut want: Vec<usize> = pos[..24].iter().chain(&pos[39..]).copied().collect();
-    let mut got = selected_indices(&ent);
+    let mut got = selected_indices(&ent, PatchSelection::Stretch);
     assert_eq!(got[..24], want[..24], "lowest first, in entropy order");
     want.sort();
     got.sort();
     assert_eq!(got, want);
 
     // The stitched image holds exactly those patches, shuffled, and nothing else.
-    let out = select_patches(img.clone(), &mut SplitMix64::new(3));
+    let out = select_patches(
+        img.clone(),
+        &mut SplitMix64::new(3),
+        PatchSelection::Stretch,
+    );
     assert_eq!(out.dimensions(), (224, 224));
     let tile = |im: &RgbImage, r: usize, c: usize| -> Vec<u8> {
         (0..PATCH)
@@ -135,7 +139,7 @@ fn patch_selection_keeps_the_24_lowest_and_25_highest() {
     source.sort();
     stitched.sort();
     assert_eq!(source, stitched);
-    let again = select_patches(img, &mut SplitMix64::new(4));
+    let again = select_patches(img, &mut SplitMix64::new(4), PatchSelection::Stretch);
     let other: Vec<Vec<u8>> = (0..49).map(|i| tile(&again, i / 7, i % 7)).collect();
     assert_ne!(in_order, other, "another seed, another arrangement");
 }
@@ -156,7 +160,7 @@ fn small_and_thin_images_are_stretched_to_224_before_selection() {
     );
     for (w, h) in [(1, 1), (1, 5000), (31, 31), (224, 224), (225, 257)] {
         let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
-        let out = select_patches(img, &mut SplitMix64::new(1));
+        let out = select_patches(img, &mut SplitMix64::new(1), PatchSelection::Stretch);
         assert_eq!(out.dimensions(), (224, 224), "{w}×{h}");
     }
 }
@@ -653,4 +657,48 @@ fn the_loader_refuses_an_absurd_prefetch() {
     };
     let e = Loader::new(vec![], Transform::eval(), cfg).err().unwrap();
     assert!(e.contains("--prefetch"), "{e}");
+}
+
+/// `--patch-selection official` selects exactly the patches the official transform does, in its
+/// order before the shuffle (numpy's argsort of the entropies included), on generated images of
+/// every awkward size (scripts/make_transform_fixture.py).
+#[test]
+fn the_official_patch_selection_matches_numpy() {
+    let dir = Path::new("tests/fixtures/official_transform");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let as_indices = |v: &serde_json::Value| -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let official = PatchSelection::Official;
+    for (name, want) in expected["selected"].as_object().unwrap() {
+        let img = load_rgb(&dir.join(format!("{name}.png")), DecodeOptions::default()).unwrap();
+        let got = selected_indices(&patch_entropies(&img, official), official);
+        assert_eq!(got, as_indices(want), "{name}");
+        // Slots beyond the kept patches stay black; an image under 32 px is all black.
+        let out = select_patches(img, &mut SplitMix64::new(2), official);
+        assert_eq!(out.dimensions(), (224, 224));
+        let black_slots = (0..49)
+            .filter(|s| out.get_pixel((s % 7 * 32) as u32, (s / 7 * 32) as u32).0 == [0, 0, 0])
+            .count();
+        assert!(black_slots >= 49 - got.len(), "{name}");
+    }
+    for case in expected["argsort"].as_array().unwrap() {
+        let values: Vec<f64> = case["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN))
+            .collect();
+        assert_eq!(
+            numpy_argsort(&values),
+            as_indices(&case["order"]),
+            "{} values",
+            values.len()
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use clap::Args as ClapArgs;
 use dgs::clip::LoraConfig;
-use dgs::data::DecodeOptions;
+use dgs::data::{DecodeOptions, PatchSelection};
 use dgs::pipeline::{PipelineError, Scorer, load_detector, parse_device, parse_dtype};
 use dgs::train::Detector;
 
@@ -31,6 +31,25 @@ impl ModelArgs {
     }
 }
 
+/// `--patch-selection`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PatchArg {
+    /// Ours: sides under 224 px stretched to 224 px first, ties in image order.
+    Stretch,
+    /// The official transform: no stretch (black slots, repeated patches), its gray rule,
+    /// numpy's order of ties.
+    Official,
+}
+
+impl From<PatchArg> for PatchSelection {
+    fn from(a: PatchArg) -> Self {
+        match a {
+            PatchArg::Stretch => PatchSelection::Stretch,
+            PatchArg::Official => PatchSelection::Official,
+        }
+    }
+}
+
 /// A trained detector to run: the model folder and the checkpoint `dgs train` wrote.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct TrainedArgs {
@@ -42,6 +61,10 @@ pub struct TrainedArgs {
     /// Images per forward pass, ≥ 1.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Patch selection: ours (short sides stretched to 224 px) or official (the official
+    /// transform exactly, for comparing with published numbers; see docs/reproduce.md).
+    #[arg(long, value_enum, default_value = "stretch")]
+    pub patch_selection: PatchArg,
     /// Score JPEGs cut short too (the decoder fills the missing part) instead of reporting them
     /// as broken.
     #[arg(long)]
@@ -81,6 +104,7 @@ impl TrainedArgs {
             decode: DecodeOptions {
                 allow_truncated: self.allow_truncated,
             },
+            patches: self.patch_selection.into(),
             quiet: self.quiet,
         }
     }

@@ -11,7 +11,7 @@ use dgs::eval::training_chart;
 use dgs::pipeline::{EpochRecord, PipelineError, TrainJob, TrainPlan, train};
 use dgs::train::{Detector, Variant};
 
-use super::common::{ModelArgs, print_skipped};
+use super::common::{ModelArgs, PatchArg, print_skipped};
 use super::ranges::{parse_quality_range, parse_sigma_range};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -117,6 +117,10 @@ pub struct Args {
     /// No random horizontal flips.
     #[arg(long)]
     pub no_flip: bool,
+    /// Patch selection: ours (short sides stretched to 224 px) or official (the official
+    /// transform exactly; see docs/reproduce.md).
+    #[arg(long, value_enum, default_value = "stretch")]
+    pub patch_selection: PatchArg,
     /// Seed of the adapters, heads, shuffles and augmentations.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -166,6 +170,7 @@ impl Args {
                 jpeg_prob: self.jpg_prob,
                 jpeg_quality: self.jpg_qual,
             },
+            patch_selection: self.patch_selection.into(),
             flip: !self.no_flip,
             seed: self.seed,
             prefetch: self.prefetch,

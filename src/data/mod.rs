@@ -9,6 +9,7 @@ mod error;
 mod jpeg_end;
 mod layout;
 mod loader;
+mod numpy_sort;
 mod patches;
 mod spectral;
 pub mod synthetic;
@@ -20,8 +21,10 @@ pub use decode::{DecodeOptions, MAX_IMAGE_BYTES, MAX_PIXELS, load_rgb, pipeline_
 pub use error::{DataError, FileError};
 pub use layout::{Discovery, IMAGE_EXTENSIONS, Item, Subset, discover, find_images};
 pub use loader::{LoadedBatch, Loader, LoaderConfig, MAX_PREFETCH};
+pub use numpy_sort::numpy_argsort;
 pub use patches::{
-    GRID, OUT_SIZE, PATCH, ensure_min_size, patch_entropies, select_patches, selected_indices,
+    GRID, OUT_SIZE, PATCH, PatchSelection, ensure_min_size, patch_entropies, select_patches,
+    selected_indices, stitch,
 };
 pub use spectral::SpectralEntropy;
 pub use transform::{IMAGENET_MEAN, IMAGENET_STD, Transform, sample_seed};

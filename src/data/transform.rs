@@ -6,7 +6,7 @@
 use image::RgbImage;
 
 use super::augment::Augment;
-use super::patches::select_patches;
+use super::patches::{PatchSelection, select_patches};
 use crate::surgery::rng::SplitMix64;
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -18,6 +18,7 @@ pub struct Transform {
     pub train: bool,
     pub flip: bool,
     pub augment: Augment,
+    pub patches: PatchSelection,
 }
 
 impl Transform {
@@ -26,6 +27,7 @@ impl Transform {
             train: true,
             flip: true,
             augment,
+            patches: PatchSelection::default(),
         }
     }
 
@@ -34,6 +36,7 @@ impl Transform {
             train: false,
             flip: false,
             augment: Augment::default(),
+            patches: PatchSelection::default(),
         }
     }
 
@@ -44,7 +47,7 @@ impl Transform {
             true => self.augment.apply(img, &mut rng)?,
             false => img,
         };
-        let mut img = select_patches(img, &mut rng);
+        let mut img = select_patches(img, &mut rng, self.patches);
         if self.train && self.flip && rng.next_f64() < 0.5 {
             image::imageops::flip_horizontal_in_place(&mut img);
         }

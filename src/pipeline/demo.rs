@@ -16,7 +16,7 @@ use super::run::TrainPlan;
 use super::train::{TrainJob, train};
 use crate::clip::{ClipConfig, ClipTokenizer, LoraConfig, tokenizer_path, write_random_folder};
 use crate::data::synthetic::{CAPTION_WORDS, Family, fake, real};
-use crate::data::{Captions, DecodeOptions, MissingCaption, discover};
+use crate::data::{Captions, DecodeOptions, MissingCaption, PatchSelection, discover};
 use crate::eval::{Report, accuracy_chart, training_chart};
 use crate::surgery::rng::SplitMix64;
 use crate::train::{Detector, Variant};
@@ -218,6 +218,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
             dtype,
             device: &device,
             decode: DecodeOptions::default(),
+            patches: PatchSelection::default(),
             quiet: opts.quiet,
         };
         let mut r = scorer.evaluate(&test_data, method)?;

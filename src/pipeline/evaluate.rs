@@ -5,7 +5,9 @@ use candle_core::{DType, Device};
 use super::batch::to_tensors;
 use super::error::{Context, PipelineError};
 use super::progress::bar;
-use crate::data::{DecodeOptions, Discovery, FileError, Item, Loader, LoaderConfig, Transform};
+use crate::data::{
+    DecodeOptions, Discovery, FileError, Item, Loader, LoaderConfig, PatchSelection, Transform,
+};
 use crate::eval::{Report, ReportRow, subset_metrics};
 use crate::train::Detector;
 
@@ -17,13 +19,14 @@ pub struct Scored {
 }
 
 /// A detector and how to feed it: batches of `batch_size` in `dtype` on `device`, files decoded
-/// per `decode`, progress bars unless `quiet`.
+/// per `decode`, patches selected per `patches`, progress bars unless `quiet`.
 pub struct Scorer<'a> {
     pub det: &'a Detector,
     pub batch_size: usize,
     pub dtype: DType,
     pub device: &'a Device,
     pub decode: DecodeOptions,
+    pub patches: PatchSelection,
     pub quiet: bool,
 }
 
@@ -38,8 +41,11 @@ impl Scorer<'_> {
             prefetch: 4,
             decode: self.decode,
         };
-        let loader =
-            Loader::new(items.to_vec(), Transform::eval(), cfg).map_err(PipelineError::Invalid)?;
+        let transform = Transform {
+            patches: self.patches,
+            ..Transform::eval()
+        };
+        let loader = Loader::new(items.to_vec(), transform, cfg).map_err(PipelineError::Invalid)?;
         let pb = bar(items.len(), label, self.quiet);
         let mut out = Scored {
             scores: Vec::with_capacity(items.len()),

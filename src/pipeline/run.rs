@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::PipelineError;
 use crate::clip::{ClipConfig, LoraConfig};
-use crate::data::{Augment, MAX_PREFETCH};
+use crate::data::{Augment, MAX_PREFETCH, PatchSelection};
 use crate::train::{Detector, LossScaler, Variant};
 
 /// Every hyper-parameter of a run; defaults are the paper's (official options).
@@ -27,6 +27,9 @@ pub struct TrainPlan {
     pub variant: Variant,
     pub lora: LoraConfig,
     pub augment: Augment,
+    /// Patch-selection rules (checkpoints from before the choice used ours).
+    #[serde(default)]
+    pub patch_selection: PatchSelection,
     /// Random horizontal flips in training.
     pub flip: bool,
     pub seed: u64,
@@ -49,6 +52,7 @@ impl Default for TrainPlan {
             variant: Variant::Dgs,
             lora: LoraConfig::default(),
             augment: Augment::default(),
+            patch_selection: PatchSelection::default(),
             flip: true,
             seed: 0,
             prefetch: 4,

@@ -218,6 +218,7 @@ impl<'j, 'a> Run<'j, 'a> {
         };
         let mut transform = Transform::train(plan.augment);
         transform.flip = plan.flip;
+        transform.patches = plan.patch_selection;
         let loader =
             Loader::new(train_items, transform, loader_cfg).map_err(PipelineError::Invalid)?;
         std::fs::create_dir_all(job.out).map_err(|source| PipelineError::Io {
@@ -441,7 +442,11 @@ fn holdout_batch(
         prefetch: 1,
         decode: job.decode,
     };
-    let loader = Loader::new(items, Transform::eval(), cfg).map_err(PipelineError::Invalid)?;
+    let transform = Transform {
+        patches: job.plan.patch_selection,
+        ..Transform::eval()
+    };
+    let loader = Loader::new(items, transform, cfg).map_err(PipelineError::Invalid)?;
     let Some(b) = loader.epoch(0).next() else {
         return Ok(None);
     };
