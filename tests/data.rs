@@ -702,3 +702,31 @@ fn the_official_patch_selection_matches_numpy() {
         );
     }
 }
+
+/// JPEGs decode to the RGB bytes PIL gives (libjpeg-turbo's decoder), for every kind of JPEG
+/// (scripts/make_jpeg_fixture.py): baseline 4:2:0 / 4:2:2 / 4:4:4, progressive, odd sizes,
+/// grayscale, CMYK.
+#[test]
+fn jpegs_decode_to_pils_pixels() {
+    let dir = Path::new("tests/fixtures/jpeg_pil");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let jpg = entry.unwrap().path();
+        if jpg.extension().is_none_or(|e| e != "jpg") {
+            continue;
+        }
+        let pil = jpg.with_extension("pil.png");
+        let ours = load_rgb(&jpg, DecodeOptions::default()).unwrap();
+        let theirs = load_rgb(&pil, DecodeOptions::default()).unwrap();
+        assert_eq!(ours.dimensions(), theirs.dimensions(), "{}", jpg.display());
+        let differing = ours
+            .as_raw()
+            .iter()
+            .zip(theirs.as_raw())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differing, 0, "{}: bytes differ from PIL's", jpg.display());
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
+}

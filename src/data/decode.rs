@@ -6,6 +6,8 @@
 //! Conversions (the same as PIL's `convert("RGB")`, which the official code uses): grayscale is
 //! replicated to three channels, alpha is dropped, 16-bit samples are scaled to 8 bits, palette
 //! images are expanded, CMYK JPEGs are converted to RGB, and an animated GIF gives its first frame.
+//! JPEGs are decoded by libjpeg-turbo's decoder, as PIL decodes them ([`decode_jpeg`]), to the
+//! same bytes; other formats by the `image` crate (lossless formats have one right answer).
 
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -13,6 +15,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use super::error::FileError;
+use super::jpeg_decode::decode_jpeg;
 use super::jpeg_end::check_complete;
 use super::patches::OUT_SIZE;
 
@@ -67,6 +70,9 @@ pub fn load_rgb(path: &Path, options: DecodeOptions) -> Result<RgbImage, FileErr
     let (w, h) = decoder.dimensions();
     let bytes_per_pixel = u64::from(decoder.color_type().bytes_per_pixel());
     check_size(u64::from(w), u64::from(h), bytes_per_pixel).map_err(fail)?;
+    if format == ImageFormat::Jpeg {
+        return decode_jpeg(&bytes).map_err(|e| fail(format!("cannot decode: {e}")));
+    }
     let mut limits = Limits::default();
     // The decoded buffer plus the decoder's own working memory.
     limits.max_alloc = Some(u64::from(w) * u64::from(h) * bytes_per_pixel + (64 << 20));

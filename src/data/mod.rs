@@ -6,6 +6,7 @@ mod augment;
 mod captions;
 mod decode;
 mod error;
+mod jpeg_decode;
 mod jpeg_end;
 mod layout;
 mod loader;
