@@ -14,10 +14,10 @@ __device__ void combine_impl(ListTable out, ListTable in, int k, unsigned transf
                              int out_transform, const float* __restrict__ weights) {
     constexpr int N = Vec<T>::N;
     const bool has_out = out_transform >= 0;
-    float w[8];
-    int tr[8];
+    float w[kMaxOperands];
+    int tr[kMaxOperands];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < kMaxOperands; ++j) {
         w[j] = j < k ? weights[j] : 0.f;
         tr[j] = transform_of(transforms, j);
     }
@@ -28,10 +28,10 @@ __device__ void combine_impl(ListTable out, ListTable in, int k, unsigned transf
         const long long rest = out.lens[t] - start;
         const int len = (int)(rest < kChunk ? rest : kChunk);
         T* o = tensor_ptr<T>(out, 0, t) + start;
-        const T* v[8];
+        const T* v[kMaxOperands];
         bool vec = aligned16(o);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
+        for (int j = 0; j < kMaxOperands; ++j) {
             v[j] = j < k ? tensor_ptr<const T>(in, j, t) + start : nullptr;
             if (j < k) vec = vec && aligned16(v[j]);
         }
@@ -47,7 +47,7 @@ __device__ void combine_impl(ListTable out, ListTable in, int k, unsigned transf
                 for (int q = 0; q < N; ++q) acc[q] = 0.f;
             }
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
+            for (int j = 0; j < kMaxOperands; ++j) {
                 if (j >= k) break;
                 load_vec(v[j] + i, e);
 #pragma unroll
@@ -58,7 +58,7 @@ __device__ void combine_impl(ListTable out, ListTable in, int k, unsigned transf
         for (int i = vec_len + threadIdx.x; i < len; i += blockDim.x) {
             float acc = has_out ? w_out * apply_transform(out_transform, to_float(o[i])) : 0.f;
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
+            for (int j = 0; j < kMaxOperands; ++j) {
                 if (j >= k) break;
                 acc += w[j] * apply_transform(tr[j], to_float(v[j][i]));
             }

@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "dgs_contract.cuh"  // TransformCode, kTransformBits (generated from src/surgery/contract.rs)
+
 namespace dgs {
 
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -45,9 +47,8 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[Vec<T>::N]) {
     *reinterpret_cast<uint4*>(p) = raw;
 }
 
-// Elementwise transforms applied on load; codes match `Transform` on the Rust side.
+// Elementwise transforms applied on load (codes `TransformCode` in dgs_contract.cuh).
 // NaN passes through both (as in PyTorch's relu and clamp).
-enum TransformCode : int { kIdentity = 0, kRelu = 1, kNegativePart = 2 };
 
 __device__ __forceinline__ float relu(float v) { return v < 0.f ? 0.f : v; }
 __device__ __forceinline__ float negative_part(float v) { return v > 0.f ? 0.f : v; }
@@ -56,7 +57,9 @@ __device__ __forceinline__ float apply_transform(int t, float v) {
 }
 
 // Transform codes packed 4 bits per operand, operand 0 in the lowest bits.
-__device__ __forceinline__ int transform_of(unsigned packed, int k) { return (packed >> (4 * k)) & 0xF; }
+__device__ __forceinline__ int transform_of(unsigned packed, int k) {
+    return (packed >> (kTransformBits * k)) & ((1u << kTransformBits) - 1);
+}
 
 }  // namespace dgs
 

@@ -72,6 +72,8 @@ __device__ void gram_partials_impl(ListTable table, unsigned transforms, float* 
                                                         float* partials) {                       \
         gram_partials_impl<T, K>(table, transforms, partials);                                   \
     }
+// One entry per K up to the contract's limit.
+static_assert(kMaxOperands == 8, "gram_partials is stamped for K = 1..8 below");
 #define STAMP_GRAM(T, S)       \
     STAMP_GRAM_K(T, S, 1)      \
     STAMP_GRAM_K(T, S, 2)      \

@@ -4,6 +4,10 @@
 // SplitMix64 stream, so both give identical weights.
 #include <stdint.h>
 
+#include "dgs_contract.cuh"  // kMaxOperands (generated from src/surgery/contract.rs)
+
+using dgs::kMaxOperands;
+
 namespace {
 
 struct SplitMix64 {
@@ -41,8 +45,8 @@ extern "C" __global__ void pcgrad_solve(const float* __restrict__ gram, int k,
                                         unsigned long long seed, int mean,
                                         float* __restrict__ weights) {
     if (blockIdx.x != 0 || threadIdx.x != 0 || k <= 0) return;
-    double c[8][8];
-    int order[8];
+    double c[kMaxOperands][kMaxOperands];
+    int order[kMaxOperands];
     for (int i = 0; i < k; ++i) {
         for (int m = 0; m < k; ++m) c[i][m] = i == m ? 1.0 : 0.0;
         const int n = visit_order(seed, k, i, order);

@@ -122,7 +122,8 @@ __device__ void multi_impl(T* __restrict__ x, const T* d0, const T* d1, const T*
                            float dep_tol, long long rows, int dim, float* __restrict__ workspace,
                            unsigned char* __restrict__ kept_out) {
     __shared__ float smem[32];
-    const T* dirs[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
+    static_assert(kMaxDirections == 8, "multi_impl takes the directions as d0..d7");
+    const T* dirs[kMaxDirections] = {d0, d1, d2, d3, d4, d5, d6, d7};
     float* basis = workspace + (long long)blockIdx.x * (k + 1) * dim;
     float* row = basis + (long long)k * dim;
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {

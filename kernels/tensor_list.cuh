@@ -4,9 +4,9 @@
 #pragma once
 #include <stdint.h>
 
-namespace dgs {
+#include "dgs_contract.cuh"  // kChunk, kListTableBytes (generated from src/surgery/contract.rs)
 
-constexpr long long kChunk = 65536;  // elements per work item; matches CHUNK on the CPU side
+namespace dgs {
 
 struct ListTable {
     const unsigned long long* ptrs;  // [k][n_tensors] device addresses
@@ -16,6 +16,7 @@ struct ListTable {
     int n_tensors;
     int n_items;
 };
+static_assert(sizeof(ListTable) == kListTableBytes, "ListTable must match ListTableArg in Rust");
 
 template <typename T>
 __device__ __forceinline__ T* tensor_ptr(const ListTable& t, int operand, int tensor) {

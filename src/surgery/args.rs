@@ -6,9 +6,9 @@ use super::error::{Result, SurgeryError};
 use super::transform::Transform;
 
 /// Most directions the K-direction row projection takes per row.
-pub const MAX_DIRECTIONS: usize = 8;
+pub const MAX_DIRECTIONS: usize = crate::surgery::contract::MAX_DIRECTIONS;
 /// Most operands (vectors) a Gram or combine call takes.
-pub const MAX_OPERANDS: usize = 8;
+pub const MAX_OPERANDS: usize = crate::surgery::contract::MAX_OPERANDS;
 /// eps added to `‖relu(h)‖` before dividing, as in the official hook.
 pub const DEFAULT_EPS: f32 = 1e-6;
 /// Relative size below which a direction counts as lying in the span of the earlier ones; see

@@ -10,6 +10,8 @@
 pub mod args;
 pub mod backend;
 pub mod compare;
+/// The constants the CUDA kernels and the Rust side share (see the file).
+pub mod contract;
 pub mod convert;
 pub mod cpu;
 #[cfg(feature = "cuda-kernels")]

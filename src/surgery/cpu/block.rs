@@ -8,7 +8,7 @@ use crate::surgery::transform::Transform;
 /// Lanes of the fixed-order f32 reductions: element `i` of a reduction goes to lane `i % LANES`.
 pub const LANES: usize = 8;
 /// Elements per work item of the multi-tensor ops (the Apex chunk size).
-pub const CHUNK: usize = 65536;
+pub const CHUNK: usize = crate::surgery::contract::CHUNK;
 /// Elements widened to f32 at a time inside a chunk; a multiple of 64.
 pub const SEGMENT: usize = 1024;
 /// Below this many elements a call runs on the calling thread: handing work to the pool costs more.

@@ -13,6 +13,7 @@ use super::device::{CudaSurgery, DeviceElement, dtype_index};
 use super::error::{CudaResult, CudaSurgeryError, driver};
 use super::rows::transform_code;
 use crate::surgery::args::{check_operand_count, check_same_shape};
+use crate::surgery::contract;
 use crate::surgery::cpu::CHUNK;
 use crate::surgery::solve::Reduction;
 use crate::surgery::transform::Transform;
@@ -40,6 +41,9 @@ struct ListTableArg {
 // SAFETY: `ListTableArg` is `repr(C)` with the field order and types of `dgs::ListTable`
 // (four 8-byte addresses, then two i32), so its bytes are a valid kernel argument.
 unsafe impl DeviceRepr for ListTableArg {}
+
+// Both sides check the size against the contract (the kernel side with a static_assert).
+const _: () = assert!(std::mem::size_of::<ListTableArg>() == contract::LIST_TABLE_BYTES);
 
 /// K vectors, each a list of device tensors of matching lengths, ready for Gram and combine.
 ///
@@ -242,7 +246,7 @@ fn pack_transforms(op: &'static str, transforms: &[Transform], k: usize) -> Cuda
         .into());
     }
     Ok(transforms.iter().enumerate().fold(0u32, |acc, (i, &t)| {
-        acc | ((transform_code(t) as u32) << (4 * i))
+        acc | ((transform_code(t) as u32) << (contract::TRANSFORM_BITS as usize * i))
     }))
 }
 

@@ -9,6 +9,7 @@ use super::error::{CudaResult, CudaSurgeryError, driver};
 use crate::surgery::args::{
     DEFAULT_DEP_TOL, DEFAULT_EPS, MultiLens, RowLens, check_multi_lens, check_row_lens,
 };
+use crate::surgery::contract;
 use crate::surgery::transform::Transform;
 
 /// Arguments of [`CudaSurgery::dgs_rows`]: the device twin of [`RowProjection`](crate::surgery::RowProjection).
@@ -215,8 +216,8 @@ impl CudaSurgery {
 /// The kernels' transform codes (kernels/dtype.cuh).
 pub(super) fn transform_code(t: Transform) -> i32 {
     match t {
-        Transform::Identity => 0,
-        Transform::Relu => 1,
-        Transform::NegativePart => 2,
+        Transform::Identity => contract::TRANSFORM_IDENTITY,
+        Transform::Relu => contract::TRANSFORM_RELU,
+        Transform::NegativePart => contract::TRANSFORM_NEGATIVE_PART,
     }
 }
