@@ -122,7 +122,8 @@ impl Visited {
         out.skipped.push(FileError::new(
             dir,
             format!(
-                "a link to {}, which is searched already (a symlink loop or a second link); skipped",
+                "the folder {}, searched already (a symlink loop, a second link to it, or a \
+                 folder given twice); skipped",
                 real.display()
             ),
         ));
