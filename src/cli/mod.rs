@@ -7,6 +7,7 @@ pub mod detect;
 pub mod eval;
 pub mod export;
 pub mod import;
+mod interrupt;
 mod ranges;
 pub mod self_check;
 pub mod train;

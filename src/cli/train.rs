@@ -1,17 +1,19 @@
 //! `dgs train`: stage 1 and stage 2 on an image folder, with the official options.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use clap::Args as ClapArgs;
 use dgs::clip::peft::read_peft;
 use dgs::clip::{ClipTokenizer, LoraConfig, LoraScaling, tokenizer_path};
-use dgs::data::{Augment, Captions, DecodeOptions, MissingCaption, discover};
+use dgs::data::{
+    Augment, Captions, DecodeOptions, MissingCaption, discover, official_captions_path,
+};
 use dgs::eval::training_chart;
 use dgs::pipeline::{EpochRecord, PipelineError, TrainJob, TrainPlan, train};
 use dgs::train::{Detector, Variant};
 
 use super::common::{ModelArgs, PatchArg, print_skipped};
+use super::interrupt::{LastCheckpoint, on_interrupt};
 use super::ranges::{parse_quality_range, parse_sigma_range};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -179,17 +181,6 @@ impl Args {
     }
 }
 
-/// Where the official code looks for the captions of `data`: `<parent>_text/<name>.json`.
-pub fn official_captions_path(data: &Path) -> Option<PathBuf> {
-    let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
-    let (parent, name) = (data.parent()?, data.file_name()?);
-    let mut text_dir = parent.as_os_str().to_owned();
-    text_dir.push("_text");
-    let mut file = name.to_owned();
-    file.push(".json");
-    Some(PathBuf::from(text_dir).join(file))
-}
-
 fn captions(a: &Args) -> Result<(Captions, Option<PathBuf>), PipelineError> {
     let missing = match &a.caption_fallback {
         Some(c) => MissingCaption::Fallback(c.clone()),
@@ -253,27 +244,6 @@ fn init_adapters(
     Ok(())
 }
 
-/// What a SIGINT reports: the last checkpoint written and what it holds.
-type LastCheckpoint = Arc<Mutex<Option<(PathBuf, String)>>>;
-
-fn on_interrupt(last: LastCheckpoint) {
-    let handler = move || {
-        let held = last.lock().map(|l| l.clone()).unwrap_or(None);
-        match held {
-            Some((path, what)) => eprintln!(
-                "interrupted: the last checkpoint is {} ({what}); continue with --resume {}",
-                path.display(),
-                path.display()
-            ),
-            None => eprintln!("interrupted before the first epoch ended: no checkpoint written"),
-        }
-        std::process::exit(130);
-    };
-    if let Err(e) = ctrlc::set_handler(handler) {
-        eprintln!("warning: Ctrl-C will not report the last checkpoint ({e})");
-    }
-}
-
 fn print_epoch(e: &EpochRecord, total: usize) {
     println!(
         "stage {} epoch {}/{total}: loss {:.4} (L_img {:.4}, L_text {:.4}, L_help {:.4}), accuracy {:.3}{}{}",
@@ -325,7 +295,7 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
         data.subsets.len(),
         a.data.display()
     );
-    let last: LastCheckpoint = Arc::default();
+    let last = LastCheckpoint::default();
     on_interrupt(last.clone());
     let on_epoch = |e: &EpochRecord, path: &Path| {
         let total = [plan.stage1_epochs, plan.stage2_epochs][usize::from(e.stage == 2)];

@@ -123,3 +123,14 @@ impl Captions {
         &self.source
     }
 }
+
+/// Where the official code looks for the captions of `data`: `<parent>_text/<name>.json`.
+pub fn official_captions_path(data: &Path) -> Option<PathBuf> {
+    let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    let (parent, name) = (data.parent()?, data.file_name()?);
+    let mut text_dir = parent.as_os_str().to_owned();
+    text_dir.push("_text");
+    let mut file = name.to_owned();
+    file.push(".json");
+    Some(PathBuf::from(text_dir).join(file))
+}

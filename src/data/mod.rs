@@ -17,7 +17,7 @@ pub mod synthetic;
 mod transform;
 
 pub use augment::{Augment, gaussian_blur, jpeg_roundtrip};
-pub use captions::{Captions, MissingCaption};
+pub use captions::{Captions, MissingCaption, official_captions_path};
 pub use decode::{DecodeOptions, MAX_IMAGE_BYTES, MAX_PIXELS, load_rgb, pipeline_bytes};
 pub use error::{DataError, FileError};
 pub use layout::{Discovery, IMAGE_EXTENSIONS, Item, Subset, discover, find_images};

@@ -13,6 +13,7 @@ mod peak_memory;
 mod progress;
 mod run;
 mod train;
+mod train_checks;
 
 pub use batch::to_tensors;
 pub use bench::{StepBenchOptions, StepBenchRow, StepPhases, bench_steps};
