@@ -4,10 +4,13 @@ PIL decodes them to (`Image.open(p).convert("RGB")`, as the official pipeline re
 stored losslessly as PNG. tests/data.rs decodes each JPEG with dgs and requires the same bytes.
 
 Kinds: baseline 4:2:0, 4:2:2 and 4:4:4, progressive, grayscale, CMYK (as PIL writes it, Adobe
-marker and inverted data), and sizes that are not multiples of the 16-pixel MCU.
+marker and inverted data), and sizes that are not multiples of the 16-pixel MCU. Also the JPEG
+augmentation's round trip: a PNG and, per quality, the pixels of PIL's `save(quality=q)` + `open`
+(`roundtrip.png`, `roundtrip_qNN.pil.png`).
 Generated once, not in CI:
     .torch/bin/pip install numpy pillow && .torch/bin/python scripts/make_jpeg_fixture.py
 """
+import io
 import sys
 from pathlib import Path
 
@@ -40,6 +43,11 @@ def main():
         path = OUT / f"{name}.jpg"
         im.save(path, **opts)
         Image.open(path).convert("RGB").save(OUT / f"{name}.pil.png")
+    odd.save(OUT / "roundtrip.png")
+    for q in (24, 30, 55, 75, 95, 100):
+        buf = io.BytesIO()
+        odd.save(buf, format="jpeg", quality=q)
+        Image.open(buf).convert("RGB").save(OUT / f"roundtrip_q{q}.pil.png")
     print(f"libjpeg-turbo {features.version('libjpeg_turbo')}: "
           f"{sum(p.stat().st_size for p in OUT.iterdir())} bytes in {OUT}")
     return 0

@@ -249,5 +249,22 @@ fn jpegs_decode_to_pils_pixels() {
         assert_eq!(differing, 0, "{}: bytes differ from PIL's", jpg.display());
         checked += 1;
     }
-    assert_eq!(checked, 7);
+    assert_eq!(checked, 7, "the seven kinds of JPEG");
+}
+
+/// The JPEG augmentation gives PIL's pixels: `save(format="jpeg", quality=q)` then `open`, for
+/// the qualities of the official range and the edge below it (scripts/make_jpeg_fixture.py).
+#[test]
+fn the_jpeg_augmentation_round_trips_like_pil() {
+    let dir = Path::new("tests/fixtures/jpeg_pil");
+    let original = load_rgb(&dir.join("roundtrip.png"), DecodeOptions::default()).unwrap();
+    for q in [24u8, 30, 55, 75, 95, 100] {
+        let theirs = load_rgb(
+            &dir.join(format!("roundtrip_q{q}.pil.png")),
+            DecodeOptions::default(),
+        )
+        .unwrap();
+        let ours = dgs::data::jpeg_roundtrip(&original, q).unwrap();
+        assert!(ours == theirs, "quality {q}: pixels differ from PIL's");
+    }
 }

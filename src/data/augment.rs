@@ -4,8 +4,8 @@
 //! probability `jpeg_prob`, quality uniform over `jpeg_quality`, inclusive).
 
 use image::RgbImage;
-use image::codecs::jpeg::JpegEncoder;
 
+use super::pil_jpeg::{decode_jpeg, encode_jpeg};
 use crate::surgery::rng::SplitMix64;
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -118,13 +118,9 @@ pub fn gaussian_blur(img: &RgbImage, sigma: f64) -> RgbImage {
     RgbImage::from_raw(w as u32, h as u32, bytes).unwrap_or_else(|| img.clone())
 }
 
-/// Encode as JPEG at `quality` and decode again.
+/// Encode as JPEG at `quality` and decode again, to the pixels PIL's `save` + `open` give.
 pub fn jpeg_roundtrip(img: &RgbImage, quality: u8) -> Result<RgbImage, String> {
-    let mut bytes = Vec::new();
-    JpegEncoder::new_with_quality(&mut bytes, quality.clamp(1, 100))
-        .encode_image(img)
+    let bytes = encode_jpeg(img, quality)
         .map_err(|e| format!("JPEG augmentation: encoding failed: {e}"))?;
-    image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
-        .map(|d| d.to_rgb8())
-        .map_err(|e| format!("JPEG augmentation: decoding failed: {e}"))
+    decode_jpeg(&bytes).map_err(|e| format!("JPEG augmentation: decoding failed: {e}"))
 }

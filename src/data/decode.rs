@@ -15,9 +15,9 @@ use std::path::Path;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use super::error::FileError;
-use super::jpeg_decode::decode_jpeg;
 use super::jpeg_end::check_complete;
 use super::patches::OUT_SIZE;
+use super::pil_jpeg::decode_jpeg;
 
 /// The largest image accepted, in pixels (width × height): 100 megapixels.
 pub const MAX_PIXELS: u64 = 100_000_000;
