@@ -2,17 +2,13 @@
 //! PIL's exact pixels (libjpeg-turbo's decoder), broken and truncated files fail with a reason,
 //! and the memory guard refuses from the header what the pipeline could not hold.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::cli::tmp;
 use dgs::data::{DecodeOptions, load_rgb};
 use image::{Rgb, RgbImage};
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dgs-decode-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Awkward but valid images decode to RGB; broken ones fail with a reason naming the problem.
 #[test]

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
+use dgs::clip::model_files;
 use dgs::data::discover;
 use dgs::eval::accuracy_chart;
 use dgs::pipeline::{PipelineError, refuse_overwriting_inputs};
@@ -31,10 +32,7 @@ const OUTPUTS: [&str; 3] = ["report.json", "report.md", "accuracy.png"];
 
 pub fn run(a: &Args) -> Result<usize, PipelineError> {
     if let Some(out) = &a.out {
-        let model = &a.trained.model.model;
-        let mut inputs: Vec<PathBuf> = ["config.json", "model.safetensors", "tokenizer.json"]
-            .map(|f| model.join(f))
-            .to_vec();
+        let mut inputs = model_files(&a.trained.model.model).to_vec();
         inputs.push(a.trained.checkpoint.clone());
         refuse_overwriting_inputs(&OUTPUTS.map(|f| out.join(f)), &inputs, "--out folder")?;
     }

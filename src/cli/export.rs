@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use dgs::clip::export_merged;
 use dgs::clip::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, write_peft};
+use dgs::clip::{export_merged, model_files};
 use dgs::pipeline::{PipelineError, RunRecord, refuse_overwriting_inputs};
 
 #[derive(Debug, ClapArgs)]
@@ -33,15 +33,14 @@ pub enum ExportFormat {
 }
 
 pub fn run(a: &Args) -> Result<(), PipelineError> {
-    let names = ["model.safetensors", "config.json", "tokenizer.json"];
     let outputs: Vec<PathBuf> = match a.format {
-        ExportFormat::Merged => names.iter().map(|f| a.out.join(f)).collect(),
+        ExportFormat::Merged => model_files(&a.out).to_vec(),
         ExportFormat::Peft => [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
             .iter()
             .map(|f| a.out.join(f))
             .collect(),
     };
-    let mut inputs = names.map(|f| a.model.join(f)).to_vec();
+    let mut inputs = model_files(&a.model).to_vec();
     inputs.push(a.checkpoint.clone());
     refuse_overwriting_inputs(&outputs, &inputs, "--out folder")?;
     let loaded = dgs::train::checkpoint::load(&a.checkpoint, &candle_core::Device::Cpu)?;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args as ClapArgs;
 use dgs::clip::peft::read_peft;
-use dgs::clip::{ClipTokenizer, LoraConfig, LoraScaling, tokenizer_path};
+use dgs::clip::{ClipTokenizer, LoraConfig, LoraScaling, model_files, tokenizer_path};
 use dgs::data::{
     Augment, Captions, DecodeOptions, MissingCaption, discover, official_captions_path,
 };
@@ -186,8 +186,11 @@ fn captions(a: &Args) -> Result<(Captions, Option<PathBuf>), PipelineError> {
         Some(c) => MissingCaption::Fallback(c.clone()),
         None => MissingCaption::Error,
     };
-    let official = official_captions_path(&a.data).filter(|p| p.is_file());
-    let file = a.captions.clone().or(official);
+    let official = official_captions_path(&a.data);
+    let file = a
+        .captions
+        .clone()
+        .or_else(|| official.clone().filter(|p| p.is_file()));
     let map = match (&file, &a.caption_fallback) {
         (Some(p), _) => {
             if a.captions.is_none() {
@@ -197,8 +200,7 @@ fn captions(a: &Args) -> Result<(Captions, Option<PathBuf>), PipelineError> {
         }
         (None, Some(c)) => Captions::constant(c.clone()),
         (None, None) => {
-            let looked = official_captions_path(&a.data)
-                .map_or(String::new(), |p| format!(" (none at {})", p.display()));
+            let looked = official.map_or(String::new(), |p| format!(" (none at {})", p.display()));
             return Err(PipelineError::Invalid(format!(
                 "stage 2 needs captions: pass --captions FILE (and/or --caption-fallback TEXT){looked}"
             )));
@@ -305,11 +307,7 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
             *l = Some((path.to_path_buf(), what));
         }
     };
-    let mut inputs = vec![
-        a.model.model.join("config.json"),
-        a.model.model.join("model.safetensors"),
-        tokenizer_file,
-    ];
+    let mut inputs = model_files(&a.model.model).to_vec();
     inputs.extend(captions_file);
     let outcome = train(TrainJob {
         det: &det,

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::lora::LoraConfig;
 use super::model::LoadError;
+use super::staged::StagedFolder;
 
 /// Write `dst` from the Hugging Face folder `src` with every adapter in `adapters` (names as
 /// created by [`Clip::new`](super::Clip::new): `….{q,k,v}_proj.lora_{A,B}`) merged:
@@ -67,26 +68,18 @@ pub fn export_merged(
             message: "no `lora_A` tensors among the adapters".into(),
         });
     }
-    // Everything is written under temporary names first and renamed at the end, so a failure
-    // leaves no half-written folder behind the final names.
-    std::fs::create_dir_all(dst).map_err(io(dst))?;
-    let tmp = |name: &str| dst.join(format!(".{name}.dgs-tmp"));
-    let mut staged = vec![(tmp("model.safetensors"), dst.join("model.safetensors"))];
-    candle_core::safetensors::save(&tensors, &staged[0].0).map_err(|source| {
-        LoadError::Weights {
-            path: staged[0].0.clone(),
-            source,
-        }
+    let io_err = |(path, source)| LoadError::Io { path, source };
+    let mut folder = StagedFolder::create(dst).map_err(io_err)?;
+    let weights = folder.path("model.safetensors");
+    candle_core::safetensors::save(&tensors, &weights).map_err(|source| LoadError::Weights {
+        path: weights.clone(),
+        source,
     })?;
     for file in ["config.json", "tokenizer.json"] {
         let from = src.join(file);
         if from.is_file() {
-            std::fs::copy(&from, tmp(file)).map_err(io(&from))?;
-            staged.push((tmp(file), dst.join(file)));
+            std::fs::copy(&from, folder.path(file)).map_err(io(&from))?;
         }
     }
-    for (from, to) in &staged {
-        std::fs::rename(from, to).map_err(io(to))?;
-    }
-    Ok(())
+    folder.commit().map_err(io_err)
 }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::config::ClipConfig;
 use super::lora::{LoraConfig, LoraScaling};
+use super::staged::StagedFolder;
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -165,17 +166,14 @@ fn ours(key: &str, layers: usize) -> Option<String> {
 }
 
 /// Write `adapters` (our names) with `lora`'s settings as a peft folder `dir`, each file under a
-/// temporary name first.
+/// temporary name first ([`StagedFolder`]).
 pub fn write_peft(
     dir: &Path,
     lora: &LoraConfig,
     adapters: &HashMap<String, Tensor>,
 ) -> Result<(), PeftError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PeftError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let io_err = |(path, source)| PeftError::Io { path, source };
+    let mut folder = StagedFolder::create(dir).map_err(io_err)?;
     let config = json!({
         "peft_type": "LORA",
         "r": lora.rank,
@@ -198,14 +196,12 @@ pub fn write_peft(
         .iter()
         .map(|(k, t)| (format!("{PREFIX}{k}.weight"), t.clone()))
         .collect();
-    let tmp = |name: &str| dir.join(format!(".{name}.dgs-tmp"));
     let text = serde_json::to_string_pretty(&config).map_err(|e| invalid(dir, e.to_string()))?;
-    std::fs::write(tmp(ADAPTER_CONFIG), text).map_err(io(&tmp(ADAPTER_CONFIG)))?;
+    let config_path = folder.path(ADAPTER_CONFIG);
+    std::fs::write(&config_path, text).map_err(|e| io_err((config_path, e)))?;
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
-    safetensors::serialize_to_file(&tensors, metadata, &tmp(ADAPTER_WEIGHTS))
-        .map_err(|e| invalid(&tmp(ADAPTER_WEIGHTS), e.to_string()))?;
-    for name in [ADAPTER_CONFIG, ADAPTER_WEIGHTS] {
-        std::fs::rename(tmp(name), dir.join(name)).map_err(io(&dir.join(name)))?;
-    }
-    Ok(())
+    let weights_path = folder.path(ADAPTER_WEIGHTS);
+    safetensors::serialize_to_file(&tensors, metadata, &weights_path)
+        .map_err(|e| invalid(&weights_path, e.to_string()))?;
+    folder.commit().map_err(io_err)
 }

@@ -101,3 +101,13 @@ pub fn tiny_tokenizer_json(words: &[&str], eos: u32) -> serde_json::Value {
 pub fn tokenizer_path(dir: &Path) -> PathBuf {
     dir.join("tokenizer.json")
 }
+
+/// The files of a model folder (`config.json`, `model.safetensors`, `tokenizer.json`): what a
+/// command reads from it, or writes into it.
+pub fn model_files(dir: &Path) -> [PathBuf; 3] {
+    [
+        dir.join("config.json"),
+        dir.join("model.safetensors"),
+        tokenizer_path(dir),
+    ]
+}

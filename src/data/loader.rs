@@ -58,6 +58,16 @@ pub struct Loader {
     cfg: LoaderConfig,
 }
 
+/// A prefetch depth the loader can allocate: 1 to [`MAX_PREFETCH`] batches.
+pub fn check_prefetch(prefetch: usize) -> Result<(), String> {
+    match (1..=MAX_PREFETCH).contains(&prefetch) {
+        true => Ok(()),
+        false => Err(format!(
+            "--prefetch must be 1 to {MAX_PREFETCH} batches, got {prefetch}"
+        )),
+    }
+}
+
 /// Pixels per transformed image.
 const IMAGE_LEN: usize = 3 * OUT_SIZE * OUT_SIZE;
 
@@ -66,12 +76,7 @@ impl Loader {
         if cfg.batch_size == 0 {
             return Err("batch size must be at least 1".into());
         }
-        if !(1..=MAX_PREFETCH).contains(&cfg.prefetch) {
-            return Err(format!(
-                "--prefetch must be 1 to {MAX_PREFETCH} batches, got {}",
-                cfg.prefetch
-            ));
-        }
+        check_prefetch(cfg.prefetch)?;
         transform.augment.validate()?;
         Ok(Self {
             items: Arc::new(items),

@@ -21,7 +21,7 @@ pub use captions::{Captions, MissingCaption, official_captions_path};
 pub use decode::{DecodeOptions, MAX_IMAGE_BYTES, MAX_PIXELS, load_rgb, pipeline_bytes};
 pub use error::{DataError, FileError};
 pub use layout::{Discovery, IMAGE_EXTENSIONS, Item, Subset, discover, find_images};
-pub use loader::{LoadedBatch, Loader, LoaderConfig, MAX_PREFETCH};
+pub use loader::{LoadedBatch, Loader, LoaderConfig, MAX_PREFETCH, check_prefetch};
 pub use numpy_sort::numpy_argsort;
 pub use patches::{
     GRID, OUT_SIZE, PATCH, PatchSelection, ensure_min_size, patch_entropies, select_patches,

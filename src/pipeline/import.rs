@@ -21,7 +21,8 @@ use super::error::PipelineError;
 use super::guard::{differences, refuse_overwriting_inputs};
 use super::run::{RunRecord, TrainPlan};
 use crate::clip::openai::{Translated, translate};
-use crate::clip::{ClipConfig, LoraConfig, LoraScaling};
+use crate::clip::staged::StagedFolder;
+use crate::clip::{ClipConfig, LoraConfig, LoraScaling, model_files};
 use crate::train::{Adam, AdamConfig, Detector, Stage};
 
 const STUDENT: &str = "clip_model.";
@@ -60,13 +61,8 @@ pub fn import_official(
     out: &Path,
     opts: &ImportOptions,
 ) -> Result<Imported, PipelineError> {
-    let outputs = [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "checkpoint.safetensors",
-    ]
-    .map(|f| out.join(f));
+    let mut outputs = model_files(out).to_vec();
+    outputs.push(out.join("checkpoint.safetensors"));
     let mut inputs = vec![pth.to_path_buf()];
     inputs.extend(opts.tokenizer.clone());
     refuse_overwriting_inputs(&outputs, &inputs, "--out folder")?;
@@ -175,40 +171,55 @@ fn max_abs(t: &Tensor) -> candle_core::Result<f32> {
     t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
 }
 
+/// How far the student's tensor `s` is from the frozen `w`: the tolerance (relative to `w`), the
+/// largest `|s − w|` and, for an adapted projection, the largest `|s − w − s·B·A|`.
+fn gaps(
+    s: &Tensor,
+    w: &Tensor,
+    adapter: Option<(&Tensor, &Tensor)>,
+    scale: f64,
+) -> candle_core::Result<(f32, f32, Option<f32>)> {
+    let diff = (s - w)?;
+    let with = match adapter {
+        Some((a, b)) => Some(max_abs(&(&diff - (b.matmul(a)? * scale)?)?)?),
+        None => None,
+    };
+    Ok((1e-5 * (1.0 + max_abs(w)?), max_abs(&diff)?, with))
+}
+
 /// Whether the student's q/k/v hold the LoRA update (`W + s·B·A`) or not (`W`), `W` being the
 /// frozen copy's; anything else (another alpha, another model) is an error. Every other
 /// student tensor must equal the frozen copy's.
 fn merged_or_not(student: &Translated, frozen: &Translated, scale: f64) -> Result<bool, String> {
     let mut verdict: Option<bool> = None;
     for (name, w) in &frozen.tensors {
-        let s = &student.tensors[name];
         let prefix = name.strip_suffix(".weight").unwrap_or(name);
-        let tol = 1e-5 * (1.0 + max_abs(w).map_err(|e| e.to_string())?);
-        let plain = max_abs(&(s - w).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        let Some(a) = student.adapters.get(&format!("{prefix}.lora_A")) else {
-            if plain > tol {
+        let adapter = student
+            .adapters
+            .get(&format!("{prefix}.lora_A"))
+            .zip(student.adapters.get(&format!("{prefix}.lora_B")));
+        let (tol, plain, with) =
+            gaps(&student.tensors[name], w, adapter, scale).map_err(|e| e.to_string())?;
+        let this = match (plain <= tol, with) {
+            (true, _) => false,
+            (false, Some(d)) if d <= tol => true,
+            (false, None) => {
                 return Err(format!(
                     "the student's `{name}` differs from the frozen copy's by {plain:e}: it should \
                      be frozen"
                 ));
             }
-            continue;
-        };
-        let b = &student.adapters[&format!("{prefix}.lora_B")];
-        let update = (b.matmul(a).and_then(|d| d * scale)).map_err(|e| e.to_string())?;
-        let with = max_abs(&((s - w).and_then(|d| d - update)).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let this = match (plain <= tol, with <= tol) {
-            (true, _) => false,
-            (false, true) => true,
-            (false, false) => {
+            (false, Some(d)) => {
                 return Err(format!(
                     "the student's `{name}` is neither the frozen weight ({plain:e} apart) nor it \
-                     plus the LoRA update at this alpha ({with:e} apart): pass the alpha the \
-                     model was trained with (--lora-alpha)"
+                     plus the LoRA update at this alpha ({d:e} apart): pass the alpha the model \
+                     was trained with (--lora-alpha)"
                 ));
             }
         };
+        if adapter.is_none() {
+            continue;
+        }
         if verdict.is_some_and(|v| v != this) {
             return Err("some q/k/v weights hold the LoRA update and some do not".into());
         }
@@ -238,30 +249,22 @@ fn heads(state: &HashMap<String, Tensor>, dim: usize) -> Result<HashMap<String, 
     Ok(out)
 }
 
-/// config.json, model.safetensors (the frozen copy) and, when given, tokenizer.json; each
-/// written under a temporary name and renamed.
+/// config.json, model.safetensors (the frozen copy) and, when given, tokenizer.json, staged
+/// ([`StagedFolder`]).
 fn write_model(out: &Path, frozen: &Translated, opts: &ImportOptions) -> Result<(), PipelineError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PipelineError::Io { path, source }
-    };
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let tmp = |name: &str| out.join(format!(".{name}.dgs-tmp"));
+    let io_err = |(path, source)| PipelineError::Io { path, source };
+    let mut folder = StagedFolder::create(out).map_err(io_err)?;
     let config = serde_json::to_string_pretty(&frozen.config)
         .map_err(|e| PipelineError::Invalid(e.to_string()))?;
-    std::fs::write(tmp("config.json"), config).map_err(io(&tmp("config.json")))?;
-    let weights = tmp("model.safetensors");
+    let config_path = folder.path("config.json");
+    std::fs::write(&config_path, config).map_err(|e| io_err((config_path, e)))?;
+    let weights = folder.path("model.safetensors");
     candle_core::safetensors::save(&frozen.tensors, &weights)
         .map_err(|e| PipelineError::compute(format!("writing {}", weights.display()), e))?;
-    let mut staged = vec!["config.json", "model.safetensors"];
     if let Some(t) = &opts.tokenizer {
-        std::fs::copy(t, tmp("tokenizer.json")).map_err(io(t))?;
-        staged.push("tokenizer.json");
+        std::fs::copy(t, folder.path("tokenizer.json")).map_err(|e| io_err((t.clone(), e)))?;
     }
-    for name in staged {
-        std::fs::rename(tmp(name), out.join(name)).map_err(io(&out.join(name)))?;
-    }
-    Ok(())
+    folder.commit().map_err(io_err)
 }
 
 /// A dgs checkpoint of the imported adapters and heads: the official recipe's plan with both

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::PipelineError;
 use crate::clip::{ClipConfig, LoraConfig};
-use crate::data::{Augment, MAX_PREFETCH, PatchSelection};
+use crate::data::{Augment, PatchSelection, check_prefetch};
 use crate::train::{Detector, LossScaler, Variant};
 
 /// Every hyper-parameter of a run; defaults are the paper's (official options).
@@ -70,12 +70,7 @@ impl TrainPlan {
         if self.stage1_epochs + self.stage2_epochs == 0 {
             return bad("nothing to train: --stage1-epochs and --stage2-epochs are both 0".into());
         }
-        if !(1..=MAX_PREFETCH).contains(&self.prefetch) {
-            return bad(format!(
-                "--prefetch must be 1 to {MAX_PREFETCH} batches, got {}",
-                self.prefetch
-            ));
-        }
+        check_prefetch(self.prefetch).map_err(PipelineError::Invalid)?;
         for (name, lr) in [("stage-1 lr", self.stage1_lr), ("lr", self.lr)] {
             if !(lr > 0.0 && lr.is_finite()) {
                 return bad(format!("{name} must be positive, got {lr}"));

@@ -119,6 +119,7 @@ impl<'j, 'a> Run<'j, 'a> {
             path: job.out.to_path_buf(),
             source,
         })?;
+        let [checkpoint, ..] = run_outputs(job.out);
         let mut skipped = Vec::new();
         let holdout = holdout_batch(holdout_items, job, &mut skipped)?;
         Ok(Self {
@@ -126,7 +127,7 @@ impl<'j, 'a> Run<'j, 'a> {
             loader,
             holdout,
             record,
-            checkpoint: job.out.join("checkpoint.safetensors"),
+            checkpoint,
             skipped,
         })
     }

@@ -22,12 +22,12 @@ pub(super) fn check_plan(job: &TrainJob<'_>) -> Result<(), PipelineError> {
             "the model takes {image_size} px images; the DGS-Net transform makes {OUT_SIZE} px"
         )));
     }
-    let [checkpoint, rest @ ..] = run_outputs(job.out);
-    refuse_overwriting_inputs(&rest, &job.inputs, "--out")?;
-    refuse_overwriting_inputs(std::slice::from_ref(&checkpoint), &job.inputs, "--out")?;
+    let outputs = run_outputs(job.out);
+    refuse_overwriting_inputs(&outputs, &job.inputs, "--out")?;
+    let checkpoint = &outputs[0];
     let same_as_resume = job
         .resume
-        .is_some_and(|r| std::fs::canonicalize(r).ok() == std::fs::canonicalize(&checkpoint).ok());
+        .is_some_and(|r| std::fs::canonicalize(r).ok() == std::fs::canonicalize(checkpoint).ok());
     if checkpoint.exists() && !same_as_resume && !job.overwrite {
         return Err(PipelineError::Invalid(format!(
             "{} holds a training run already: pass --resume {} to continue it, or --overwrite \
