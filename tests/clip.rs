@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::max_abs_diff;
-use dgs::clip::{Clip, ClipConfig, LoraConfig, LoraScaling, Mode};
+use dgs::clip::{Clip, ClipConfig, DropoutKey, LoraConfig, LoraScaling, Mode};
 
 fn tiny(lora: &LoraConfig) -> (Clip, VarMap, VarMap) {
     let (base, adapters) = (VarMap::new(), VarMap::new());
@@ -67,7 +67,9 @@ fn adapters_start_invisible_and_only_act_in_student_mode() {
         0.0,
         "the teacher never changes"
     );
-    let train = model.image_features(&x, Mode::StudentTrain).unwrap();
+    let train = model
+        .image_features(&x, Mode::StudentTrain(DropoutKey { seed: 1, step: 0 }))
+        .unwrap();
     assert!(
         max_abs_diff(&train, &student) > 0.0,
         "dropout acts on the adapter input in training"

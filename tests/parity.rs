@@ -113,7 +113,7 @@ fn replay(all: &HashMap<String, Tensor>, lora_cfg: &LoraConfig) {
         variant: Variant::Dgs,
         ..Default::default()
     };
-    let (loss, stats) = stage2_loss(&clip, &teacher, &img_fc, &text_fc, &batch, &cfg).unwrap();
+    let (loss, stats) = stage2_loss(&clip, &teacher, &img_fc, &text_fc, &batch, &cfg, 0).unwrap();
     for (name, ours) in [
         ("l_img", stats.l_img),
         ("l_text", stats.l_text),

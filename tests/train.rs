@@ -98,7 +98,23 @@ impl Setup {
 }
 
 fn setup(dropout: f32) -> Setup {
-    let (base, lora, heads, tvm) = (VarMap::new(), VarMap::new(), VarMap::new(), VarMap::new());
+    setup_on(dropout, VarMap::new())
+}
+
+/// A copy of `of`'s variables, as a fresh map (the frozen weights of a second, identical model).
+fn copy_of(of: &VarMap) -> VarMap {
+    let copy = VarMap::new();
+    for (k, v) in of.data().lock().unwrap().iter() {
+        let t = v.as_tensor().copy().unwrap();
+        let var = candle_core::Var::from_tensor(&t).unwrap();
+        copy.data().lock().unwrap().insert(k.clone(), var);
+    }
+    copy
+}
+
+/// [`setup`] over the frozen weights in `base` (those it lacks are created).
+fn setup_on(dropout: f32, base: VarMap) -> Setup {
+    let (lora, heads, tvm) = (VarMap::new(), VarMap::new(), VarMap::new());
     let cfg = LoraConfig {
         rank: 4,
         alpha: 4.0,
@@ -270,9 +286,16 @@ fn adam_follows_the_pytorch_rule() {
 }
 
 /// Two steps, save, two more — equals a fresh process resuming from the checkpoint and taking
-/// the same two steps, bit for bit.
+/// the same two steps, bit for bit; with the LoRA dropout on too (its masks are keyed by the
+/// step, not drawn from a generator's state).
 #[test]
 fn resume_restores_the_run_exactly() {
+    for dropout in [0.0, 0.8] {
+        resume_restores_the_run_with(dropout);
+    }
+}
+
+fn resume_restores_the_run_with(dropout: f32) {
     let (pixels, captions, labels) = data(16, 3);
     let batch = Batch {
         pixels: &pixels,
@@ -288,7 +311,7 @@ fn resume_restores_the_run_exactly() {
     };
     let config_json = serde_json::json!({"lambda": 0.2, "note": "test"});
 
-    let a = setup(0.0);
+    let a = setup(dropout);
     let mut ta = Stage2Trainer::new(a.trainables(), cfg).unwrap();
     for _ in 0..2 {
         ta.step(&a.clip, &a.teacher, &a.img_fc, &a.text_fc, &batch)
@@ -305,10 +328,7 @@ fn resume_restores_the_run_exactly() {
     }
 
     // A fresh model with the same frozen weights (same seed-free init: copy them), resumed.
-    let b = setup(0.0);
-    for (k, v) in a.base.data().lock().unwrap().iter() {
-        b.base.data().lock().unwrap()[k].set(v.as_tensor()).unwrap();
-    }
+    let b = setup_on(dropout, copy_of(&a.base));
     b.teacher_from(&a);
     let loaded = checkpoint::load(&path, &dev()).unwrap();
     assert_eq!(loaded.step, 2);

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::ops::Activation;
+
 /// One transformer tower.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TowerConfig {
@@ -19,24 +21,6 @@ pub struct TowerConfig {
 
 fn default_ln_eps() -> f64 {
     1e-5
-}
-
-/// The activations Hugging Face CLIP configs name; any other `hidden_act` is an error when the
-/// config is read (serde lists these).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Activation {
-    /// `x · σ(1.702 x)`: OpenAI's CLIP (and the default of Hugging Face's `CLIPConfig`).
-    #[default]
-    #[serde(rename = "quick_gelu")]
-    QuickGelu,
-    /// `x · Φ(x)` with the exact normal CDF (erf).
-    #[serde(rename = "gelu")]
-    Gelu,
-    /// The tanh approximation of GELU.
-    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh")]
-    GeluTanh,
-    #[serde(rename = "relu")]
-    Relu,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

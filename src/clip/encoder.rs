@@ -3,11 +3,12 @@
 //! tower has none.
 
 use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::config::{Activation, TowerConfig};
-use super::lora::{LoraConfig, LoraLinear, Mode};
-use crate::ops::frozen_linear;
+use super::config::TowerConfig;
+use super::layer::FusedLayer;
+use super::layer_ops::OpsLayer;
+use super::lora::{LoraConfig, Mode};
 
 /// Frozen weights from `vb`; adapters (if any) from `lora`, under the same names.
 pub(crate) struct Builders<'a> {
@@ -64,127 +65,73 @@ impl LayerNorm {
     }
 }
 
-/// Softmax over the last dimension, differentiable: our fused op on CUDA, tensor ops elsewhere
-/// (see [`LayerNorm`]).
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cuda() {
-        return crate::ops::softmax_last_dim(x);
-    }
-    candle_nn::ops::softmax(x, candle_core::D::Minus1)
-}
-
-fn activation(act: Activation, x: &Tensor) -> Result<Tensor> {
-    match act {
-        Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
-        Activation::Gelu => x.gelu_erf(),
-        Activation::GeluTanh => x.gelu(),
-        Activation::Relu => x.relu(),
-    }
-}
-
-struct Attention {
-    q: LoraLinear,
-    k: LoraLinear,
-    v: LoraLinear,
-    out: Linear,
-    heads: usize,
-    scale: f64,
-}
-
-impl Attention {
-    fn new(cfg: &TowerConfig, b: &Builders<'_>) -> Result<Self> {
-        let h = cfg.hidden_size;
-        let proj = |name: &str| -> Result<LoraLinear> {
-            let base = candle_nn::linear(h, h, b.vb.pp(name))?;
-            let lora = b.lora.as_ref().map(|(c, v)| (*c, v.pp(name)));
-            LoraLinear::new(base, lora)
-        };
-        Ok(Self {
-            q: proj("q_proj")?,
-            k: proj("k_proj")?,
-            v: proj("v_proj")?,
-            out: candle_nn::linear(h, h, b.vb.pp("out_proj"))?,
-            heads: cfg.num_attention_heads,
-            scale: ((h / cfg.num_attention_heads) as f64).powf(-0.5),
-        })
-    }
-
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let hd = c / self.heads;
-        let split = |y: Tensor| -> Result<Tensor> {
-            y.reshape((b, t, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let cast = match (mode, self.q.adapter_dtype()) {
-            (Mode::Frozen, _) | (_, None) => None,
-            (_, Some(dtype)) => Some(x.to_dtype(dtype)?),
-        };
-        let q = split((self.q.forward_with_cast(x, cast.as_ref(), mode)? * self.scale)?)?;
-        let k = split(self.k.forward_with_cast(x, cast.as_ref(), mode)?)?;
-        let v = split(self.v.forward_with_cast(x, cast.as_ref(), mode)?)?;
-        let mut w = q.matmul(&k.t()?)?;
-        if let Some(m) = mask {
-            w = w.broadcast_add(m)?;
-        }
-        let w = softmax_last(&w)?;
-        let y = w.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
-        frozen_linear(&self.out, &y)
-    }
-}
-
-struct Layer {
-    ln1: LayerNorm,
-    attn: Attention,
-    ln2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    act: Activation,
-}
-
-impl Layer {
-    fn new(cfg: &TowerConfig, b: &Builders<'_>) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Self {
-            ln1: LayerNorm::new(h, cfg.layer_norm_eps, b.vb.pp("layer_norm1"))?,
-            attn: Attention::new(cfg, &b.pp("self_attn"))?,
-            ln2: LayerNorm::new(h, cfg.layer_norm_eps, b.vb.pp("layer_norm2"))?,
-            fc1: candle_nn::linear(h, i, b.vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(i, h, b.vb.pp("mlp.fc2"))?,
-            act: cfg.hidden_act,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask, mode)?)?;
-        let h = frozen_linear(&self.fc1, &self.ln2.forward(&x)?)?;
-        let m = frozen_linear(&self.fc2, &activation(self.act, &h)?)?;
-        x + m
-    }
+/// The layers of one tower: the layer op on the CPU, tensor ops under autograd on CUDA (until
+/// the op has its CUDA kernels).
+enum Layers {
+    Fused(Vec<FusedLayer>),
+    Ops(Vec<OpsLayer>),
 }
 
 pub(crate) struct Encoder {
-    layers: Vec<Layer>,
+    layers: Layers,
+    causal: bool,
 }
 
 impl Encoder {
-    pub fn new(cfg: &TowerConfig, b: &Builders<'_>) -> Result<Self> {
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::new(cfg, &b.pp(&format!("layers.{i}"))))
-            .collect::<Result<_>>()?;
-        Ok(Self { layers })
+    /// `causal` for the text tower.
+    pub fn new(cfg: &TowerConfig, b: &Builders<'_>, causal: bool) -> Result<Self> {
+        let each = |i: usize| b.pp(&format!("layers.{i}"));
+        let count = cfg.num_hidden_layers;
+        let layers = match b.vb.device() {
+            Device::Cpu => Layers::Fused(
+                (0..count)
+                    .map(|i| FusedLayer::new(cfg, &each(i), i, causal))
+                    .collect::<Result<_>>()?,
+            ),
+            _ => Layers::Ops(
+                (0..count)
+                    .map(|i| OpsLayer::new(cfg, &each(i)))
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        Ok(Self { layers, causal })
     }
 
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
-        self.layers
-            .iter()
-            .try_fold(x.clone(), |x, l| l.forward(&x, mask, mode))
+    /// `[B, T, C]` → the last layer's output at row `rows[b]` of each image (`[B]`, u32): `[B, C]`.
+    /// The layer op computes the last layer at those rows only.
+    pub fn forward_pooled(&self, x: &Tensor, rows: &Tensor, mode: Mode) -> Result<Tensor> {
+        match &self.layers {
+            Layers::Fused(layers) => {
+                let Some((last, first)) = layers.split_last() else {
+                    return gather_rows(x, rows);
+                };
+                let x = first
+                    .iter()
+                    .try_fold(x.clone(), |x, l| l.forward(&x, mode, None))?;
+                let at: Vec<usize> = rows
+                    .to_vec1::<u32>()?
+                    .into_iter()
+                    .map(|r| r as usize)
+                    .collect();
+                last.forward(&x, mode, Some(&at))?.squeeze(1)
+            }
+            Layers::Ops(layers) => {
+                let (_, t, _) = x.dims3()?;
+                let mask = match self.causal {
+                    true => Some(causal_mask(t, x.dtype(), x.device())?),
+                    false => None,
+                };
+                let x = layers
+                    .iter()
+                    .try_fold(x.clone(), |x, l| l.forward(&x, mask.as_ref(), mode))?;
+                gather_rows(&x, rows)
+            }
+        }
     }
 }
 
 /// `[t, t]` additive mask: 0 on and below the diagonal, −inf above (the text tower is causal).
-pub(crate) fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let v: Vec<f32> = (0..t * t)
         .map(|i| {
             if i % t > i / t {
@@ -198,7 +145,7 @@ pub(crate) fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Ten
 }
 
 /// Row `b` of `x` (`[B, T, C]`) at position `idx[b]` (`[B]`, u32, on `x`'s device): `[B, C]`.
-pub(crate) fn gather_rows(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
+fn gather_rows(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
     let (b, t, c) = x.dims3()?;
     let base = Tensor::arange(0u32, b as u32, x.device())?.affine(t as f64, 0.0)?;
     let flat = (idx.to_dtype(DType::U32)? + base)?;

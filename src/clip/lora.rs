@@ -8,6 +8,8 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::{Dropout, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+pub use crate::ops::block::DropoutKey;
+
 /// How the low-rank update is scaled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -64,8 +66,27 @@ pub enum Mode {
     Frozen,
     /// The student in evaluation: adapters on, no dropout.
     Student,
-    /// The student in training: adapters on, dropout on the adapter input.
-    StudentTrain,
+    /// The student in training: adapters on, dropout on the adapter input, its masks drawn
+    /// from the key's stream (the run's seed and the step).
+    StudentTrain(DropoutKey),
+}
+
+/// One adapter's variables in `vb`: `lora_A` (rank × in, Kaiming-uniform like peft) and
+/// `lora_B` (out × rank, zeros).
+pub(crate) fn adapter_vars(
+    cfg: &LoraConfig,
+    vb: VarBuilder<'_>,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<(Tensor, Tensor)> {
+    let bound = 1.0 / (in_dim as f64).sqrt();
+    let uniform = candle_nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let a = vb.get_with_hints((cfg.rank, in_dim), "lora_A", uniform)?;
+    let b = vb.get_with_hints((out_dim, cfg.rank), "lora_B", candle_nn::Init::Const(0.0))?;
+    Ok((a, b))
 }
 
 /// A frozen linear layer with an optional trainable low-rank adapter.
@@ -91,17 +112,7 @@ impl LoraLinear {
             None => None,
             Some((cfg, vb)) => {
                 let (out_dim, in_dim) = base.weight().dims2()?;
-                let bound = 1.0 / (in_dim as f64).sqrt();
-                let a = vb.get_with_hints(
-                    (cfg.rank, in_dim),
-                    "lora_A",
-                    candle_nn::Init::Uniform {
-                        lo: -bound,
-                        up: bound,
-                    },
-                )?;
-                let b =
-                    vb.get_with_hints((out_dim, cfg.rank), "lora_B", candle_nn::Init::Const(0.0))?;
+                let (a, b) = adapter_vars(cfg, vb, out_dim, in_dim)?;
                 Some(Adapter {
                     a,
                     b,
@@ -138,7 +149,9 @@ impl LoraLinear {
                     Some(c) if c.dtype() == ad.a.dtype() => c.clone(),
                     _ => x.to_dtype(ad.a.dtype())?,
                 };
-                let xin = ad.dropout.forward(&x32, mode == Mode::StudentTrain)?;
+                let xin = ad
+                    .dropout
+                    .forward(&x32, matches!(mode, Mode::StudentTrain(_)))?;
                 let low = xin
                     .broadcast_matmul(&ad.a.t()?)?
                     .broadcast_matmul(&ad.b.t()?)?;

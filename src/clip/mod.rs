@@ -9,6 +9,8 @@
 mod config;
 mod encoder;
 mod export;
+mod layer;
+mod layer_ops;
 mod lora;
 mod model;
 pub mod openai;
@@ -20,7 +22,7 @@ mod weights;
 
 pub use config::{Activation, ClipConfig, TextConfig, TowerConfig, VisionConfig};
 pub use export::export_merged;
-pub use lora::{LoraConfig, LoraLinear, LoraScaling, Mode};
+pub use lora::{DropoutKey, LoraConfig, LoraLinear, LoraScaling, Mode};
 pub use model::{Clip, LoadError};
 pub use tokenizer::{ClipTokenizer, model_files, tiny_tokenizer_json, tokenizer_path};
 pub use weights::{ByteCount, Counted, Fill, SeededWeights, write_random_folder};

@@ -4,7 +4,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Embedding, Linear};
 
 use super::config::{TextConfig, VisionConfig};
-use super::encoder::{Builders, Encoder, LayerNorm, causal_mask, gather_rows};
+use super::encoder::{Builders, Encoder, LayerNorm};
 use super::lora::Mode;
 
 pub(crate) struct VisionTower {
@@ -37,7 +37,7 @@ impl VisionTower {
             class: emb.get(h, "class_embedding")?,
             positions: emb.get((grid * grid + 1, h), "position_embedding.weight")?,
             pre_ln: LayerNorm::new(h, cfg.tower.layer_norm_eps, b.vb.pp("pre_layrnorm"))?,
-            encoder: Encoder::new(&cfg.tower, &b.pp("encoder"))?,
+            encoder: Encoder::new(&cfg.tower, &b.pp("encoder"), false)?,
             post_ln: LayerNorm::new(h, cfg.tower.layer_norm_eps, b.vb.pp("post_layernorm"))?,
         })
     }
@@ -52,10 +52,11 @@ impl VisionTower {
         let (b, _, h) = patches.dims3()?;
         let class = self.class.reshape((1, 1, h))?.broadcast_as((b, 1, h))?;
         let x = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.positions)?;
-        let x = self
+        let class_rows = Tensor::zeros(b, DType::U32, x.device())?;
+        let pooled = self
             .encoder
-            .forward(&self.pre_ln.forward(&x)?, None, mode)?;
-        self.post_ln.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)
+            .forward_pooled(&self.pre_ln.forward(&x)?, &class_rows, mode)?;
+        self.post_ln.forward(&pooled)
     }
 }
 
@@ -81,7 +82,7 @@ impl TextTower {
                 (cfg.max_position_embeddings, h),
                 "position_embedding.weight",
             )?,
-            encoder: Encoder::new(&cfg.tower, &b.pp("encoder"))?,
+            encoder: Encoder::new(&cfg.tower, &b.pp("encoder"), true)?,
             final_ln: LayerNorm::new(h, cfg.tower.layer_norm_eps, b.vb.pp("final_layer_norm"))?,
             eos: cfg.eos_token_id,
         })
@@ -103,12 +104,10 @@ impl TextTower {
             .tokens
             .forward(ids)?
             .broadcast_add(&self.positions.narrow(0, 0, t)?)?;
-        let mask = causal_mask(t, x.dtype(), x.device())?;
-        let x = self
-            .final_ln
-            .forward(&self.encoder.forward(&x, Some(&mask), Mode::Frozen)?)?;
+        // The final layer norm acts row by row: pooling first is the same.
         let at = eos_positions(ids, self.eos)?;
-        gather_rows(&x, &at)
+        let pooled = self.encoder.forward_pooled(&x, &at, Mode::Frozen)?;
+        self.final_ln.forward(&pooled)
     }
 }
 

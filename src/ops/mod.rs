@@ -10,6 +10,7 @@
 //! with the `cuda` feature, CUDA tensors run our fused kernel on candle's stream, with no host
 //! synchronisation.
 
+pub mod block;
 mod frozen_linear;
 mod last_dim;
 mod layer_norm;
@@ -19,6 +20,7 @@ mod suppression;
 #[cfg(feature = "cuda")]
 mod suppression_cuda;
 
+pub use block::Activation;
 pub use frozen_linear::frozen_linear;
 pub use layer_norm::layer_norm;
 pub use softmax::softmax_last_dim;

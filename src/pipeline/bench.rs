@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::error::{Context, PipelineError};
 use super::peak_memory;
-use crate::clip::{Clip, ClipConfig, Fill, LoraConfig, Mode, SeededWeights};
+use crate::clip::{Clip, ClipConfig, DropoutKey, Fill, LoraConfig, Mode, SeededWeights};
 use crate::ops::{orthogonal_suppression, orthogonal_suppression_op_chain};
 use crate::train::{
     Detector, LossScaler, OwnedBatch, Stage, Stage2Config, Stage2Trainer, SurgeryImpl, Variant,
@@ -141,12 +141,16 @@ fn step_phases(
             &det.text_fc,
             &batch.view(),
             cfg,
+            0,
         )
     };
     Ok(StepPhases {
         student_forward_ms: mean_ms(device, 1, reps, || {
             det.clip
-                .image_features(&batch.pixels, Mode::StudentTrain)
+                .image_features(
+                    &batch.pixels,
+                    Mode::StudentTrain(DropoutKey { seed: 0, step: 0 }),
+                )
                 .map(drop)
         })?,
         forward_ms: mean_ms(device, 1, reps, || loss().map(drop))?,

@@ -181,6 +181,7 @@ impl<'j, 'a> Run<'j, 'a> {
             lambda: plan.lambda,
             lr: plan.lr,
             beta1: plan.beta1,
+            dropout_seed: plan.seed,
             ..Stage2Config::default()
         };
         let mut t2 = Stage2Trainer::new(job.det.trainables(Stage::Two), cfg)

@@ -11,7 +11,7 @@ use super::adam::{Adam, AdamConfig};
 use super::heads::Head;
 use super::loss::{bce_logit_grad, bce_with_logits};
 use super::scaler::{LossScaler, ScaleDecision};
-use crate::clip::{Clip, Mode};
+use crate::clip::{Clip, DropoutKey, Mode};
 use crate::ops::{orthogonal_suppression, orthogonal_suppression_op_chain};
 
 /// The method and its ablations.
@@ -49,6 +49,9 @@ pub struct Stage2Config {
     pub eps: f32,
     pub lr: f64,
     pub beta1: f64,
+    /// Keys the LoRA dropout masks with the step: a resumed run draws what the uninterrupted
+    /// one would have.
+    pub dropout_seed: u64,
 }
 
 impl Default for Stage2Config {
@@ -60,6 +63,7 @@ impl Default for Stage2Config {
             eps: 1e-6,
             lr: 1e-4,
             beta1: 0.9,
+            dropout_seed: 0,
         }
     }
 }
@@ -85,6 +89,7 @@ pub struct StepStats {
 }
 
 /// The stage-2 losses for one batch; returns the total loss (to differentiate) and its parts.
+/// `step` keys the LoRA dropout masks (with `cfg.dropout_seed`).
 pub fn stage2_loss(
     clip: &Clip,
     teacher: &Head,
@@ -92,12 +97,17 @@ pub fn stage2_loss(
     text_fc: &Head,
     batch: &Batch<'_>,
     cfg: &Stage2Config,
+    step: u64,
 ) -> Result<(Tensor, StepStats)> {
+    let dropout = DropoutKey {
+        seed: cfg.dropout_seed,
+        step,
+    };
     let y = batch.labels.to_dtype(DType::F32)?;
     // Features are [B, D]: the losses and the surgery run on them in f32 whatever the model's
     // compute dtype (the cast is differentiable, so gradients return in that dtype).
     let f = clip
-        .image_features(batch.pixels, Mode::StudentTrain)?
+        .image_features(batch.pixels, Mode::StudentTrain(dropout))?
         .to_dtype(DType::F32)?;
     let img_logits_of = |f: &Tensor| img_fc.logits(f);
     if cfg.variant == Variant::PlainLora {
@@ -212,7 +222,9 @@ impl Stage2Trainer {
         text_fc: &Head,
         batch: &Batch<'_>,
     ) -> Result<StepStats> {
-        let (loss, mut stats) = stage2_loss(clip, teacher, img_fc, text_fc, batch, &self.cfg)?;
+        let step = self.opt.step_count();
+        let (loss, mut stats) =
+            stage2_loss(clip, teacher, img_fc, text_fc, batch, &self.cfg, step)?;
         if let Some(scaler) = &mut self.scaler {
             let grads = match stats.loss.is_finite() {
                 true => Some((loss * scaler.scale)?.backward()?),

@@ -1,0 +1,184 @@
+//! Attention on the CPU, per (image, head) on the rayon pool: scores `S = s·Q Kᵀ` and the
+//! softmax in one scratch tile, `O = P V`; the backward recomputes `P = exp(S − lse)` from the
+//! saved row log-sum-exp and returns the q/k/v gradients in the fused `[N, 3C]` layout.
+
+use rayon::prelude::*;
+
+use super::BlockConfig;
+use super::cpu_gemm::{Dst, Threads, View, matmul};
+use super::cpu_rows as rows;
+use super::dims::Dims;
+use super::outputs::Outputs;
+
+/// One head's `rows × d` slice of q (`part` 0), k (1) or v (2) in the fused `[N, 3C]` rows,
+/// starting at position `from` of image `image`.
+fn head<'a>(
+    d: Dims,
+    qkv: &'a [f32],
+    at: (usize, usize),
+    part: usize,
+    rows: (usize, usize),
+) -> View<'a> {
+    let (c, hd) = (d.channels, d.head_dim());
+    let ((image, h), (from, count)) = (at, rows);
+    let offset = (image * d.seq + from) * 3 * c + part * c + h * hd;
+    View::block(qkv, count, hd, offset, 3 * c)
+}
+
+/// The query positions of image `image`'s output rows.
+fn positions(outputs: Outputs<'_>, d: Dims, image: usize) -> Vec<usize> {
+    let first = outputs.first(image);
+    (first..first + outputs.per_image(d.seq)).collect()
+}
+
+fn scale(d: Dims) -> f32 {
+    (d.head_dim() as f32).powf(-0.5)
+}
+
+/// The attention output at the output rows (`[R, C]`, heads merged) and the log-sum-exp of
+/// each (image, head, output row).
+pub fn forward(
+    cfg: &BlockConfig,
+    d: Dims,
+    qkv: &[f32],
+    outputs: Outputs<'_>,
+) -> (Vec<f32>, Vec<f32>) {
+    let (t, hd, q_rows) = (d.seq, d.head_dim(), outputs.per_image(d.seq));
+    let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..d.batch * d.heads)
+        .into_par_iter()
+        .map(|job| {
+            let at = (job / d.heads, job % d.heads);
+            let q = head(d, qkv, at, 0, (outputs.first(at.0), q_rows));
+            let (k, v) = (head(d, qkv, at, 1, (0, t)), head(d, qkv, at, 2, (0, t)));
+            let mut s = vec![0.0; q_rows * t];
+            matmul(
+                Dst::rows(&mut s, q_rows, t),
+                q,
+                k.t(),
+                scale(d),
+                false,
+                Threads::Caller,
+            );
+            let mut lse = vec![0.0; q_rows];
+            rows::softmax_rows(
+                &mut s,
+                t,
+                cfg.causal.then(|| positions(outputs, d, at.0)).as_deref(),
+                &mut lse,
+            );
+            let mut o = vec![0.0; q_rows * hd];
+            matmul(
+                Dst::rows(&mut o, q_rows, hd),
+                View::rows(&s, q_rows, t),
+                v,
+                1.0,
+                false,
+                Threads::Caller,
+            );
+            (o, lse)
+        })
+        .collect();
+    let c = d.channels;
+    let mut out = vec![0.0; d.batch * q_rows * c];
+    let mut lse = Vec::with_capacity(d.batch * d.heads * q_rows);
+    for (job, (o, l)) in per_head.into_iter().enumerate() {
+        let (image, h) = (job / d.heads, job % d.heads);
+        scatter(&o, hd, &mut out, c, image * q_rows * c + h * hd);
+        lse.extend(l);
+    }
+    (out, lse)
+}
+
+/// Copy a `[rows, width]` block into rows `row_len` apart starting at `offset`.
+fn scatter(block: &[f32], width: usize, dst: &mut [f32], row_len: usize, offset: usize) {
+    for (r, src) in block.chunks(width).enumerate() {
+        let at = offset + r * row_len;
+        dst[at..at + width].copy_from_slice(src);
+    }
+}
+
+/// The q/k/v gradient `[N, 3C]` from the gradient at the attention output's rows (`[R, C]`).
+pub fn backward(
+    cfg: &BlockConfig,
+    d: Dims,
+    qkv: &[f32],
+    lse: &[f32],
+    d_o: &[f32],
+    outputs: Outputs<'_>,
+) -> Vec<f32> {
+    let (t, c, hd, q_rows) = (d.seq, d.channels, d.head_dim(), outputs.per_image(d.seq));
+    let per_head: Vec<[Vec<f32>; 3]> = (0..d.batch * d.heads)
+        .into_par_iter()
+        .map(|job| {
+            let at = (job / d.heads, job % d.heads);
+            let q = head(d, qkv, at, 0, (outputs.first(at.0), q_rows));
+            let (k, v) = (head(d, qkv, at, 1, (0, t)), head(d, qkv, at, 2, (0, t)));
+            let g = View::block(d_o, q_rows, hd, at.0 * q_rows * c + at.1 * hd, c);
+            let mut p = vec![0.0; q_rows * t];
+            matmul(
+                Dst::rows(&mut p, q_rows, t),
+                q,
+                k.t(),
+                scale(d),
+                false,
+                Threads::Caller,
+            );
+            let causal = cfg.causal.then(|| positions(outputs, d, at.0));
+            rows::probabilities_again(
+                &mut p,
+                t,
+                causal.as_deref(),
+                &lse[job * q_rows..(job + 1) * q_rows],
+            );
+            let p_view = View::rows(&p, q_rows, t);
+            let mut dv = vec![0.0; t * hd];
+            matmul(
+                Dst::rows(&mut dv, t, hd),
+                p_view.t(),
+                g,
+                1.0,
+                false,
+                Threads::Caller,
+            );
+            let mut ds = vec![0.0; q_rows * t];
+            matmul(
+                Dst::rows(&mut ds, q_rows, t),
+                g,
+                v.t(),
+                1.0,
+                false,
+                Threads::Caller,
+            );
+            rows::softmax_backward_rows(&p, &mut ds, t);
+            let ds_view = View::rows(&ds, q_rows, t);
+            let mut dq = vec![0.0; q_rows * hd];
+            matmul(
+                Dst::rows(&mut dq, q_rows, hd),
+                ds_view,
+                k,
+                scale(d),
+                false,
+                Threads::Caller,
+            );
+            let mut dk = vec![0.0; t * hd];
+            matmul(
+                Dst::rows(&mut dk, t, hd),
+                ds_view.t(),
+                q,
+                scale(d),
+                false,
+                Threads::Caller,
+            );
+            [dq, dk, dv]
+        })
+        .collect();
+    let mut dqkv = vec![0.0; d.tokens() * 3 * c];
+    for (job, [dq, dk, dv]) in per_head.into_iter().enumerate() {
+        let (image, h) = (job / d.heads, job % d.heads);
+        let at = |row: usize, part: usize| (image * t + row) * 3 * c + part * c + h * hd;
+        scatter(&dq, hd, &mut dqkv, 3 * c, at(outputs.first(image), 0));
+        scatter(&dk, hd, &mut dqkv, 3 * c, at(0, 1));
+        scatter(&dv, hd, &mut dqkv, 3 * c, at(0, 2));
+    }
+    dqkv
+}

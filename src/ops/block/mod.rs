@@ -1,0 +1,303 @@
+//! One CLIP transformer layer as one autograd op, with its own forward and backward.
+//!
+//! The layer is pre-norm: `r = x + Wₒ·attn(LN₁(x)) + bₒ`, `y = r + W₂·act(W₁·LN₂(r) + b₁) + b₂`,
+//! with q, k and v one product against the concatenated `[3C, C]` weight and, on the student,
+//! a LoRA update `s · Bₚ Aₚ drop(LN₁(x))` added into each of them. Through candle's per-op
+//! autograd this was about forty recorded ops per layer, each keeping its inputs, each
+//! differentiated in full (weight gradients nobody needs, zero-filled accumulators). Here the
+//! base weights are frozen constants of the op; its inputs are only the hidden states and the
+//! packed adapters (`A` as `[3, r, C]`, `B` as `[3, C, r]`; `Tensor::stack` packs them and its
+//! backward splits the gradients again), and its backward returns only their gradients.
+//!
+//! **What a training forward keeps** (besides its input `x`, which the graph holds anyway), per
+//! token: the fused q/k/v (3C), the post-attention residual `r` (C), the MLP pre-activation
+//! (I = 4C for CLIP), the adapters' down-projections (3r), two layer norms' mean and 1/σ (4),
+//! and per head the attention row's log-sum-exp (H). That is `≈ 8C + 3r + H + 4` values per
+//! token, plus `x` — 9C for CLIP's MLP ratio: for ViT-L/14 at batch 32 in f32, `32·257·9·1024·4`
+//! bytes ≈ 303 MB per layer. Recomputed in the backward instead of kept: the layer-norm
+//! outputs (from `x` or `r` and their statistics), the attention probabilities
+//! (`P = exp(S − lse)`), the dropout masks (a pure function of the key: [`philox`]), the
+//! activation's output. The backward takes what was kept (freeing it as it passes); a second
+//! backward through the same graph recomputes it from the input.
+//!
+//! A frozen pass (the teacher, the text tower, evaluation) runs the same forward keeping
+//! nothing. When the input carries no gradient (the first layer: the embeddings are frozen)
+//! the backward skips the input gradient, and with it the largest of its products.
+//!
+//! This is the CPU implementation (f32 arithmetic; f16/bf16 operands are widened on entry and the
+//! output rounded once). On CUDA the layer still runs as tensor ops (`clip::encoder`) until the
+//! CUDA kernels of this op land.
+
+mod activation;
+mod cpu;
+mod cpu_attention;
+mod cpu_gemm;
+mod cpu_lora;
+mod cpu_rows;
+mod dims;
+mod fast_exp;
+mod outputs;
+mod philox;
+mod slices;
+mod weights;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+
+pub use activation::Activation;
+pub use dims::Dims;
+pub use outputs::Outputs;
+pub use philox::{DropoutKey, MaskStream, philox4x32};
+pub use weights::LayerWeights;
+
+use slices::{cpu_f32, with_cpu_f32};
+
+/// The layer's fixed settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockConfig {
+    pub heads: usize,
+    pub eps: f32,
+    pub activation: Activation,
+    /// Each token attends only to itself and earlier ones (the text tower).
+    pub causal: bool,
+}
+
+/// Dropout on the adapters' input in a training pass: probability `p`, masks drawn from the
+/// stream of (`key`, `layer`, projection).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    pub key: DropoutKey,
+    pub layer: usize,
+    pub p: f32,
+}
+
+/// The adapters of one layer, packed: `a` `[3, r, C]` (q, k, v), `b` `[3, C, r]`, their scale,
+/// and the dropout of a training pass.
+pub struct Adapters<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub scale: f64,
+    pub dropout: Option<Dropout>,
+}
+
+/// What the training forward keeps for the backward (see the module docs).
+pub struct Saved {
+    stats1: Vec<f32>,
+    qkv: Vec<f32>,
+    z: Vec<f32>,
+    lse: Vec<f32>,
+    res1: Vec<f32>,
+    stats2: Vec<f32>,
+    h: Vec<f32>,
+}
+
+struct BlockOp {
+    weights: Arc<LayerWeights>,
+    cfg: BlockConfig,
+    scale: f32,
+    dropout: Option<Dropout>,
+    /// One output row per image at these positions, or (`None`) every row.
+    pooled: Option<Vec<usize>>,
+    /// Whether the backward must return the input gradient.
+    want_dx: bool,
+    /// Whether the forward keeps what the backward needs.
+    keep: bool,
+    saved: Mutex<Option<Saved>>,
+}
+
+/// One layer on `x` (`[B, T, C]`), with `adapters` on q/k/v when given: `[B, T, C]`. The result
+/// records a backward pass when anything it depends on is trainable.
+pub fn block(
+    x: &Tensor,
+    weights: &Arc<LayerWeights>,
+    cfg: BlockConfig,
+    adapters: Option<Adapters<'_>>,
+) -> Result<Tensor> {
+    apply(x, weights, cfg, adapters, None)
+}
+
+/// [`block`] computed at one row per image only, position `rows[b]` of image `b`: `[B, 1, C]`,
+/// equal to those rows of [`block`]'s output. For a tower's last layer, whose only use is its
+/// pooled token.
+pub fn block_pooled(
+    x: &Tensor,
+    weights: &Arc<LayerWeights>,
+    cfg: BlockConfig,
+    adapters: Option<Adapters<'_>>,
+    rows: &[usize],
+) -> Result<Tensor> {
+    let (batch, seq, _) = x.dims3()?;
+    if rows.len() != batch || rows.iter().any(|r| *r >= seq) {
+        candle_core::bail!("layer op: pooled rows {rows:?} for {batch} images of {seq} tokens")
+    }
+    apply(x, weights, cfg, adapters, Some(rows.to_vec()))
+}
+
+fn apply(
+    x: &Tensor,
+    weights: &Arc<LayerWeights>,
+    cfg: BlockConfig,
+    adapters: Option<Adapters<'_>>,
+    pooled: Option<Vec<usize>>,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    weights.dims(x.shape(), cfg.heads)?;
+    let mut op = BlockOp {
+        weights: weights.clone(),
+        cfg,
+        scale: 0.0,
+        dropout: None,
+        pooled,
+        want_dx: false,
+        keep: false,
+        saved: Mutex::new(None),
+    };
+    let Some(ad) = adapters else {
+        return x.apply_op1_no_bwd(&op);
+    };
+    let trainable = x.track_op() || ad.a.track_op() || ad.b.track_op();
+    (op.scale, op.dropout) = (ad.scale as f32, ad.dropout);
+    (op.want_dx, op.keep) = (x.track_op(), trainable);
+    let (a, b) = (ad.a.contiguous()?, ad.b.contiguous()?);
+    match trainable {
+        true => x.apply_op3(&a, &b, op),
+        false => x.apply_op3_no_bwd(&a, &b, &op),
+    }
+}
+
+impl BlockOp {
+    fn outputs(&self) -> Outputs<'_> {
+        self.pooled.as_deref().map_or(Outputs::All, Outputs::Pooled)
+    }
+
+    /// The call's description, with the adapters `(a, b)` when given.
+    fn call<'a>(&'a self, d: Dims, lora: Option<(&'a [f32], &'a [f32])>) -> Result<cpu::Call<'a>> {
+        let lora = match lora {
+            None => None,
+            Some((a, b)) => {
+                let rank = a.len() / (3 * d.channels).max(1);
+                if a.len() != 3 * rank * d.channels || b.len() != a.len() || rank == 0 {
+                    candle_core::bail!(
+                        "layer op: adapters of {} and {} values do not pack 3 × r × {}",
+                        a.len(),
+                        b.len(),
+                        d.channels
+                    )
+                }
+                let (scale, dropout) = (self.scale, self.dropout);
+                Some(cpu_lora::Lora {
+                    a,
+                    b,
+                    rank,
+                    scale,
+                    dropout,
+                })
+            }
+        };
+        Ok(cpu::Call {
+            cfg: self.cfg,
+            d,
+            outputs: self.outputs(),
+            lora,
+        })
+    }
+
+    fn out_shape(&self, d: Dims) -> Shape {
+        (d.batch, self.outputs().per_image(d.seq), d.channels).into()
+    }
+
+    /// The CPU forward; keeps what the backward needs when this op records one.
+    fn forward_cpu(
+        &self,
+        x: (&CpuStorage, &Layout),
+        lora: Option<(&[f32], &[f32])>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = self.weights.dims(x.1.shape(), self.cfg.heads)?;
+        let call = self.call(d, lora)?;
+        let input = cpu_f32(x.0, x.1)?;
+        let (out, saved) = with_cpu_f32(&self.weights.all(), |w| {
+            Ok(cpu::forward(
+                &call,
+                &input,
+                &cpu::Weights::from_slices(w),
+                self.keep,
+            ))
+        })?;
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = saved;
+        Ok((slices::to_storage(out, x.0.dtype())?, self.out_shape(d)))
+    }
+}
+
+impl CustomOp1 for BlockOp {
+    fn name(&self) -> &'static str {
+        "dgs-block"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.forward_cpu((x, xl), None)
+    }
+}
+
+impl CustomOp3 for BlockOp {
+    fn name(&self) -> &'static str {
+        "dgs-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (cpu_f32(a, al)?, cpu_f32(b, bl)?);
+        self.forward_cpu((x, xl), Some((&a, &b)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = self.weights.dims(x.shape(), self.cfg.heads)?;
+        let taken = self
+            .saved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let grad = grad.contiguous()?;
+        let parts = with_cpu_f32(&[x, a, b, &grad], |t| {
+            let call = self.call(d, Some((&t[1], &t[2])))?;
+            with_cpu_f32(&self.weights.all(), |w| {
+                let weights = cpu::Weights::from_slices(w);
+                let saved = match taken {
+                    Some(s) => s,
+                    // A second backward through the same graph: recompute what was kept.
+                    None => cpu::forward(&call, &t[0], &weights, true)
+                        .1
+                        .ok_or_else(|| {
+                            candle_core::Error::Msg("layer op: the forward kept nothing".into())
+                        })?,
+                };
+                Ok(cpu::backward(
+                    &call,
+                    &t[0],
+                    &weights,
+                    &saved,
+                    &t[3],
+                    self.want_dx,
+                ))
+            })
+        })?;
+        let dx = parts.dx.map(|dx| slices::to_tensor(dx, x)).transpose()?;
+        let da = slices::to_tensor(parts.da, a)?;
+        Ok((dx, Some(da), Some(slices::to_tensor(parts.db, b)?)))
+    }
+}

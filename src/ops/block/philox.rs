@@ -1,0 +1,129 @@
+//! Dropout masks from a counter-based generator (Philox4x32-10, Salmon et al., "Parallel random
+//! numbers: as easy as 1, 2, 3", 2011): the keep decision for element `i` of a mask is a pure
+//! function of `(seed, step, layer, projection, i)`. Any backend, any thread order, any rerun
+//! draws the same bits — so a CUDA step can be checked against a CPU step with dropout on, and a
+//! resumed run draws the masks the uninterrupted one would have.
+
+const M0: u32 = 0xD251_1F53;
+const M1: u32 = 0xCD9E_8D57;
+const W0: u32 = 0x9E37_79B9;
+const W1: u32 = 0xBB67_AE85;
+const ROUNDS: usize = 10;
+
+/// Philox4x32 with 10 rounds: four 32-bit words from a 128-bit counter and a 64-bit key.
+pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    let (mut c, mut k) = (counter, key);
+    for round in 0..ROUNDS {
+        if round > 0 {
+            k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+        }
+        let p0 = u64::from(M0) * u64::from(c[0]);
+        let p1 = u64::from(M1) * u64::from(c[2]);
+        let (hi0, lo0) = ((p0 >> 32) as u32, p0 as u32);
+        let (hi1, lo1) = ((p1 >> 32) as u32, p1 as u32);
+        c = [hi1 ^ c[1] ^ k[0], lo1, hi0 ^ c[3] ^ k[1], lo0];
+    }
+    c
+}
+
+/// Which dropout stream a mask belongs to. One training step draws one mask per layer and per
+/// adapted projection (q, k, v); the seed is the run's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropoutKey {
+    pub seed: u64,
+    pub step: u64,
+}
+
+/// The stream of one projection's mask in one layer: elements are counted row-major over the
+/// `[tokens, channels]` input of that projection.
+#[derive(Clone, Copy, Debug)]
+pub struct MaskStream {
+    key: [u32; 2],
+    layer_projection: u32,
+    step: u32,
+    /// Keep when the 24-bit uniform is at least this (`⌈p · 2²⁴⌉`).
+    threshold: u32,
+}
+
+impl MaskStream {
+    /// `p` is the drop probability, in `[0, 1)`.
+    pub fn new(key: DropoutKey, layer: usize, projection: usize, p: f32) -> Self {
+        let threshold = (f64::from(p) * f64::from(1u32 << 24)).ceil() as u32;
+        Self {
+            key: [key.seed as u32, (key.seed >> 32) as u32],
+            layer_projection: (layer as u32) << 2 | projection as u32,
+            step: key.step as u32,
+            threshold,
+        }
+    }
+
+    /// Keep decisions for elements `4q .. 4q + 4` (one generator call).
+    pub fn keep4(&self, quad: u64) -> [bool; 4] {
+        let words = philox4x32(
+            [
+                quad as u32,
+                (quad >> 32) as u32,
+                self.layer_projection,
+                self.step,
+            ],
+            self.key,
+        );
+        words.map(|w| (w >> 8) >= self.threshold)
+    }
+
+    /// Fill `keep` with the decisions for elements `start .. start + keep.len()`.
+    pub fn fill(&self, start: u64, keep: &mut [bool]) {
+        let mut done = 0;
+        while done < keep.len() {
+            let at = start + done as u64;
+            let word = (at % 4) as usize;
+            let take = (4 - word).min(keep.len() - done);
+            let quad = self.keep4(at / 4);
+            keep[done..done + take].copy_from_slice(&quad[word..word + take]);
+            done += take;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The known-answer vectors published with Random123 (kat_vectors, philox4x32_10).
+    #[test]
+    fn known_answers() {
+        assert_eq!(
+            philox4x32([0, 0, 0, 0], [0, 0]),
+            [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]
+        );
+        assert_eq!(
+            philox4x32([u32::MAX; 4], [u32::MAX; 2]),
+            [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd]
+        );
+        assert_eq!(
+            philox4x32(
+                [0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344],
+                [0xa409_3822, 0x299f_31d0]
+            ),
+            [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
+        );
+    }
+
+    #[test]
+    fn the_keep_share_matches_the_probability() {
+        let key = DropoutKey { seed: 7, step: 3 };
+        let stream = MaskStream::new(key, 5, 1, 0.8);
+        let mut keep = vec![false; 400_000];
+        stream.fill(0, &mut keep);
+        let share = keep.iter().filter(|k| **k).count() as f64 / keep.len() as f64;
+        assert!((share - 0.2).abs() < 0.003, "kept {share}");
+        let other = MaskStream::new(key, 5, 2, 0.8);
+        let mut keep2 = vec![false; 400_000];
+        other.fill(0, &mut keep2);
+        assert_ne!(keep, keep2, "projections draw different masks");
+        // Any start, aligned or not, reads the same stream.
+        let mut part = vec![false; 11];
+        stream.fill(5, &mut part);
+        assert_eq!(part, keep[5..16]);
+    }
+}

@@ -1,0 +1,573 @@
+//! The layer op (`dgs::ops::block`) against the transformer layer written as plain candle tensor
+//! ops in float64 under candle's autograd (the model's previous CPU path, kept here as the
+//! reference): output, input gradient and every adapter gradient; with and without dropout (the
+//! reference applies the same Philox masks), vision-like odd lengths, several head counts, the
+//! causal text layer, f32 and f16/bf16 operands; and finite differences of the adapter gradients.
+
+use std::sync::Arc;
+
+use approx::assert_relative_eq;
+use candle_core::{D, DType, Device, Tensor, Var};
+use dgs::ops::block::{
+    Activation, Adapters, BlockConfig, Dropout, DropoutKey, LayerWeights, MaskStream, block,
+};
+
+/// A layer's sizes and settings for one case.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    batch: usize,
+    seq: usize,
+    channels: usize,
+    heads: usize,
+    rank: usize,
+    causal: bool,
+    dropout: f32,
+    activation: Activation,
+}
+
+const BASE: Case = Case {
+    batch: 2,
+    seq: 17,
+    channels: 24,
+    heads: 4,
+    rank: 3,
+    causal: false,
+    dropout: 0.0,
+    activation: Activation::QuickGelu,
+};
+
+fn randn(seed: u64, shape: &[usize], std: f64) -> Tensor {
+    // A seeded stream: SplitMix64 through Box–Muller, so every run draws the same inputs.
+    let n: usize = shape.iter().product();
+    let mut rng = dgs::surgery::rng::SplitMix64::new(seed);
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            let (u1, u2) = (rng.next_f64().max(1e-300), rng.next_f64());
+            std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Weights (f64), adapters (f64) and an input for `case`.
+struct Inputs {
+    w: LayerWeights,
+    a: Tensor,
+    b: Tensor,
+    x: Tensor,
+    /// The output's cotangent: the loss is `Σ out ⊙ g`.
+    g: Tensor,
+}
+
+fn inputs(case: Case, seed: u64) -> Inputs {
+    let (c, i, r) = (case.channels, 4 * case.channels, case.rank);
+    let s = 1.0 / (c as f64).sqrt();
+    let pair = |k: u64, o: usize, n: usize, std: f64| {
+        (
+            randn(seed + k, &[o, n], std),
+            randn(seed + k + 100, &[o], 0.1),
+        )
+    };
+    let norm = |k: u64| {
+        let w = (randn(seed + k, &[c], 0.1) + 1.0).unwrap();
+        (w, randn(seed + k + 100, &[c], 0.1))
+    };
+    Inputs {
+        w: LayerWeights {
+            ln1: norm(1),
+            qkv: pair(2, 3 * c, c, s),
+            out: pair(3, c, c, s),
+            ln2: norm(4),
+            fc1: pair(5, i, c, s),
+            fc2: pair(6, c, i, 1.0 / (i as f64).sqrt()),
+        },
+        a: randn(seed + 7, &[3, r, c], s),
+        b: randn(seed + 8, &[3, c, r], 0.3),
+        x: randn(seed + 9, &[case.batch, case.seq, c], 1.0),
+        g: randn(seed + 10, &[case.batch, case.seq, c], 1.0),
+    }
+}
+
+fn cast_weights(w: &LayerWeights, dtype: DType) -> LayerWeights {
+    let p = |(a, b): &(Tensor, Tensor)| (a.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
+    LayerWeights {
+        ln1: p(&w.ln1),
+        qkv: p(&w.qkv),
+        out: p(&w.out),
+        ln2: p(&w.ln2),
+        fc1: p(&w.fc1),
+        fc2: p(&w.fc2),
+    }
+}
+
+const SCALE: f64 = 1.5;
+
+fn dropout_of(case: Case) -> Option<Dropout> {
+    (case.dropout > 0.0).then_some(Dropout {
+        key: DropoutKey { seed: 11, step: 4 },
+        layer: 2,
+        p: case.dropout,
+    })
+}
+
+fn layer_norm(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Tensor {
+    let mean = x.mean_keepdim(D::Minus1).unwrap();
+    let centred = x.broadcast_sub(&mean).unwrap();
+    let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+    let normed = centred
+        .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap();
+    normed.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
+}
+
+fn linear(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Tensor {
+    x.broadcast_matmul(&w.t().unwrap())
+        .unwrap()
+        .broadcast_add(b)
+        .unwrap()
+}
+
+fn activation(act: Activation, x: &Tensor) -> Tensor {
+    match act {
+        Activation::QuickGelu => {
+            (x * candle_nn::ops::sigmoid(&(x * 1.702).unwrap()).unwrap()).unwrap()
+        }
+        Activation::Gelu => x.gelu_erf().unwrap(),
+        Activation::GeluTanh => x.gelu().unwrap(),
+        Activation::Relu => x.relu().unwrap(),
+    }
+}
+
+/// The dropout mask of projection `p` as `[B, T, C]` f64 (already scaled by `1 / (1 − p)`).
+fn mask(case: Case, drop: Dropout, p: usize) -> Tensor {
+    let n = case.batch * case.seq * case.channels;
+    let mut keep = vec![false; n];
+    MaskStream::new(drop.key, drop.layer, p, drop.p).fill(0, &mut keep);
+    let scale = 1.0 / (1.0 - f64::from(drop.p));
+    let v: Vec<f64> = keep.iter().map(|k| if *k { scale } else { 0.0 }).collect();
+    Tensor::from_vec(v, (case.batch, case.seq, case.channels), &Device::Cpu).unwrap()
+}
+
+/// The layer as tensor ops (f64, autograd).
+fn reference(case: Case, w: &LayerWeights, x: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+    let (bsz, t, c) = x.dims3().unwrap();
+    let (h, hd) = (case.heads, c / case.heads);
+    let ln1 = layer_norm(x, &w.ln1);
+    let qkv: Vec<Tensor> = (0..3)
+        .map(|p| {
+            let wp = w.qkv.0.narrow(0, p * c, c).unwrap();
+            let bp = w.qkv.1.narrow(0, p * c, c).unwrap();
+            let base = linear(&ln1, &(wp, bp));
+            let input = match dropout_of(case) {
+                Some(drop) => (&ln1 * mask(case, drop, p)).unwrap(),
+                None => ln1.clone(),
+            };
+            let (ap, bp) = (a.get(p).unwrap(), b.get(p).unwrap());
+            let low = input
+                .broadcast_matmul(&ap.t().unwrap())
+                .unwrap()
+                .broadcast_matmul(&bp.t().unwrap())
+                .unwrap();
+            (base + (low * SCALE).unwrap()).unwrap()
+        })
+        .collect();
+    let split = |y: &Tensor| {
+        y.reshape((bsz, t, h, hd))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let q = (split(&qkv[0]) * (hd as f64).powf(-0.5)).unwrap();
+    let (k, v) = (split(&qkv[1]), split(&qkv[2]));
+    let mut s = q.matmul(&k.t().unwrap()).unwrap();
+    if case.causal {
+        let m: Vec<f64> = (0..t * t)
+            .map(|i| {
+                if i % t > i / t {
+                    f64::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        s = s
+            .broadcast_add(&Tensor::from_vec(m, (t, t), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
+    let o = p
+        .matmul(&v)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .reshape((bsz, t, c))
+        .unwrap();
+    let r = (x + linear(&o, &w.out)).unwrap();
+    let hidden = activation(case.activation, &linear(&layer_norm(&r, &w.ln2), &w.fc1));
+    (&r + linear(&hidden, &w.fc2)).unwrap()
+}
+
+/// Output, input gradient, A and B gradients, all as f64 vectors.
+struct Results {
+    out: Vec<f64>,
+    dx: Vec<f64>,
+    da: Vec<f64>,
+    db: Vec<f64>,
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn run_reference(case: Case, inp: &Inputs) -> Results {
+    let (x, a, b) = (
+        Var::from_tensor(&inp.x).unwrap(),
+        Var::from_tensor(&inp.a).unwrap(),
+        Var::from_tensor(&inp.b).unwrap(),
+    );
+    let out = reference(case, &inp.w, &x, &a, &b);
+    let grads = (&out * &inp.g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g = |v: &Var| flat(grads.get(v).expect("a gradient"));
+    Results {
+        out: flat(&out),
+        dx: g(&x),
+        da: g(&a),
+        db: g(&b),
+    }
+}
+
+/// The op with operands in `dtype` (adapters in f32, as the model keeps them).
+fn run_op(case: Case, inp: &Inputs, dtype: DType) -> Results {
+    let w = Arc::new(cast_weights(&inp.w, dtype));
+    let x = Var::from_tensor(&inp.x.to_dtype(dtype).unwrap()).unwrap();
+    let a = Var::from_tensor(&inp.a.to_dtype(DType::F32).unwrap()).unwrap();
+    let b = Var::from_tensor(&inp.b.to_dtype(DType::F32).unwrap()).unwrap();
+    let cfg = BlockConfig {
+        heads: case.heads,
+        eps: 1e-5,
+        activation: case.activation,
+        causal: case.causal,
+    };
+    let adapters = Adapters {
+        a: &a,
+        b: &b,
+        scale: SCALE,
+        dropout: dropout_of(case),
+    };
+    let out = block(&x, &w, cfg, Some(adapters)).unwrap();
+    let g = inp.g.to_dtype(dtype).unwrap();
+    let loss = (out.to_dtype(DType::F64).unwrap() * g.to_dtype(DType::F64).unwrap()).unwrap();
+    let grads = loss.sum_all().unwrap().backward().unwrap();
+    let get = |v: &Var| flat(grads.get(v).expect("a gradient"));
+    Results {
+        out: flat(&out),
+        dx: get(&x),
+        da: get(&a),
+        db: get(&b),
+    }
+}
+
+/// `got` within `tol · max|want|` of `want` everywhere, NaN/inf where and only where `want` has
+/// them.
+#[track_caller]
+fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.is_finite(), w.is_finite(), "{what}[{i}]: {g} vs {w}");
+        assert_relative_eq!(*g, *w, epsilon = tol * scale.max(1e-30), max_relative = 0.0);
+    }
+}
+
+/// The op's results (operands of `dtype`) against the f64 reference from the same rounded inputs.
+fn check(case: Case, dtype: DType, tol: f64) {
+    let mut inp = inputs(case, 42);
+    // Round the inputs the op sees, so both sides start from the same numbers.
+    let round = |t: &Tensor, d: DType| t.to_dtype(d).unwrap().to_dtype(DType::F64).unwrap();
+    inp.w = cast_weights(&cast_weights(&inp.w, dtype), DType::F64);
+    (inp.x, inp.g) = (round(&inp.x, dtype), round(&inp.g, dtype));
+    (inp.a, inp.b) = (round(&inp.a, DType::F32), round(&inp.b, DType::F32));
+    let (got, want) = (run_op(case, &inp, dtype), run_reference(case, &inp));
+    let what = format!("{case:?} {dtype:?}");
+    assert_close(&format!("{what}: output"), &got.out, &want.out, tol);
+    assert_close(&format!("{what}: input gradient"), &got.dx, &want.dx, tol);
+    assert_close(&format!("{what}: A gradient"), &got.da, &want.da, tol);
+    assert_close(&format!("{what}: B gradient"), &got.db, &want.db, tol);
+}
+
+/// f32 arithmetic in the op: errors of a few ulps of the largest value, summed over C ≤ 96 terms.
+const F32_TOL: f64 = 2e-5;
+
+#[test]
+fn vision_layer_matches_the_reference() {
+    for (seq, heads) in [(17, 4), (1, 2), (50, 3), (65, 6)] {
+        check(Case { seq, heads, ..BASE }, DType::F32, F32_TOL);
+    }
+}
+
+#[test]
+fn causal_text_layer_matches_the_reference() {
+    for seq in [1, 7, 77] {
+        check(
+            Case {
+                seq,
+                causal: true,
+                heads: 2,
+                ..BASE
+            },
+            DType::F32,
+            F32_TOL,
+        );
+    }
+}
+
+#[test]
+fn dropout_uses_the_philox_masks() {
+    for causal in [false, true] {
+        check(
+            Case {
+                dropout: 0.8,
+                causal,
+                ..BASE
+            },
+            DType::F32,
+            F32_TOL,
+        );
+    }
+}
+
+#[test]
+fn every_activation() {
+    for activation in [Activation::Gelu, Activation::GeluTanh, Activation::Relu] {
+        check(Case { activation, ..BASE }, DType::F32, F32_TOL);
+    }
+}
+
+#[test]
+fn half_precision_operands() {
+    // The op widens f16/bf16 operands to f32 and rounds its output once: the error is the
+    // output's rounding plus the gradients' (half-ulp of the largest value: 2⁻¹¹, 2⁻⁸).
+    check(
+        Case {
+            dropout: 0.5,
+            ..BASE
+        },
+        DType::F16,
+        2e-3,
+    );
+    check(
+        Case {
+            dropout: 0.5,
+            ..BASE
+        },
+        DType::BF16,
+        1e-2,
+    );
+}
+
+/// Central differences of `Σ out ⊙ g` in f64 through the op's own f32 forward, on a handful of
+/// adapter entries.
+#[test]
+fn adapter_gradients_match_finite_differences() {
+    let case = Case {
+        dropout: 0.5,
+        seq: 9,
+        ..BASE
+    };
+    let inp = inputs(case, 7);
+    let got = run_op(case, &inp, DType::F32);
+    let loss_with = |a: &Tensor, b: &Tensor| -> f64 {
+        let inp = Inputs {
+            a: a.clone(),
+            b: b.clone(),
+            ..inputs(case, 7)
+        };
+        let r = run_op(case, &inp, DType::F32);
+        r.out.iter().zip(flat(&inp.g)).map(|(o, g)| o * g).sum()
+    };
+    let h = 1e-2;
+    for (which, grad) in [(0usize, &got.da), (1, &got.db)] {
+        let t = if which == 0 { &inp.a } else { &inp.b };
+        let mut v = flat(t);
+        for idx in [0, 5, v.len() / 2, v.len() - 1] {
+            let orig = v[idx];
+            let mut at = |x: f64| {
+                v[idx] = x;
+                let moved = Tensor::from_vec(v.clone(), t.shape(), &Device::Cpu).unwrap();
+                match which {
+                    0 => loss_with(&moved, &inp.b),
+                    _ => loss_with(&inp.a, &moved),
+                }
+            };
+            let fd = (at(orig + h) - at(orig - h)) / (2.0 * h);
+            v[idx] = orig;
+            assert_relative_eq!(grad[idx], fd, epsilon = 2e-2, max_relative = 2e-2);
+        }
+    }
+}
+
+/// The same key draws the same masks (a resumed run repeats), another step other masks.
+#[test]
+fn dropout_is_reproducible_and_keyed_by_step() {
+    let case = Case {
+        dropout: 0.8,
+        ..BASE
+    };
+    let inp = inputs(case, 3);
+    let first = run_op(case, &inp, DType::F32);
+    let again = run_op(case, &inp, DType::F32);
+    assert_eq!(first.out, again.out);
+    assert_eq!(first.da, again.da);
+    let w = Arc::new(cast_weights(&inp.w, DType::F32));
+    let (a, b) = (
+        inp.a.to_dtype(DType::F32).unwrap(),
+        inp.b.to_dtype(DType::F32).unwrap(),
+    );
+    let x = inp.x.to_dtype(DType::F32).unwrap();
+    let cfg = BlockConfig {
+        heads: 4,
+        eps: 1e-5,
+        activation: Activation::QuickGelu,
+        causal: false,
+    };
+    let mut drop = dropout_of(case).unwrap();
+    drop.key.step += 1;
+    let ad = Adapters {
+        a: &a,
+        b: &b,
+        scale: SCALE,
+        dropout: Some(drop),
+    };
+    let other = flat(&block(&x, &w, cfg, Some(ad)).unwrap());
+    assert_ne!(first.out, other);
+}
+
+/// An input that carries no gradient (the first layer's) gets none, and the adapters' gradients
+/// do not change.
+#[test]
+fn untracked_input_skips_its_gradient() {
+    let case = BASE;
+    let inp = inputs(case, 5);
+    let w = Arc::new(cast_weights(&inp.w, DType::F32));
+    let a = Var::from_tensor(&inp.a.to_dtype(DType::F32).unwrap()).unwrap();
+    let b = Var::from_tensor(&inp.b.to_dtype(DType::F32).unwrap()).unwrap();
+    let x = inp.x.to_dtype(DType::F32).unwrap();
+    let cfg = BlockConfig {
+        heads: 4,
+        eps: 1e-5,
+        activation: Activation::QuickGelu,
+        causal: false,
+    };
+    let out = block(
+        &x,
+        &w,
+        cfg,
+        Some(Adapters {
+            a: &a,
+            b: &b,
+            scale: SCALE,
+            dropout: None,
+        }),
+    )
+    .unwrap();
+    let loss = (out.to_dtype(DType::F64).unwrap() * &inp.g)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    let full = run_op(case, &inp, DType::F32);
+    assert_eq!(flat(grads.get(&a).unwrap()), full.da);
+    assert_eq!(flat(grads.get(&b).unwrap()), full.db);
+}
+
+/// One output row per image equals those rows of the full layer, and so do the gradients of a
+/// loss that only reads those rows (vision: the class token; causal text: any position).
+#[test]
+fn pooled_rows_equal_the_full_layer_at_those_rows() {
+    for (causal, rows) in [(false, vec![0, 0]), (true, vec![16, 3]), (true, vec![0, 9])] {
+        let case = Case {
+            causal,
+            dropout: 0.5,
+            ..BASE
+        };
+        let inp = inputs(case, 21);
+        let w = Arc::new(cast_weights(&inp.w, DType::F32));
+        let cfg = BlockConfig {
+            heads: case.heads,
+            eps: 1e-5,
+            activation: case.activation,
+            causal,
+        };
+        let x = Var::from_tensor(&inp.x.to_dtype(DType::F32).unwrap()).unwrap();
+        let a = Var::from_tensor(&inp.a.to_dtype(DType::F32).unwrap()).unwrap();
+        let b = Var::from_tensor(&inp.b.to_dtype(DType::F32).unwrap()).unwrap();
+        let ad = || {
+            Some(Adapters {
+                a: &a,
+                b: &b,
+                scale: SCALE,
+                dropout: dropout_of(case),
+            })
+        };
+        let g = inp.g.to_dtype(DType::F32).unwrap();
+        let g_rows: Vec<Tensor> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| g.get(i).unwrap().get(*r).unwrap())
+            .collect();
+        let g_rows = Tensor::stack(&g_rows, 0).unwrap().unsqueeze(1).unwrap();
+
+        let full = block(&x, &w, cfg, ad()).unwrap();
+        let picked: Vec<Tensor> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| full.get(i).unwrap().get(*r).unwrap())
+            .collect();
+        let picked = Tensor::stack(&picked, 0).unwrap().unsqueeze(1).unwrap();
+        let full_grads = (&picked * &g_rows)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+
+        let pooled = dgs::ops::block::block_pooled(&x, &w, cfg, ad(), &rows).unwrap();
+        assert_eq!(pooled.dims(), &[2, 1, case.channels]);
+        let grads = (&pooled * &g_rows)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let what = format!("pooled rows {rows:?}, causal {causal}");
+        assert_close(
+            &format!("{what}: output"),
+            &flat(&pooled),
+            &flat(&picked),
+            F32_TOL,
+        );
+        for (name, v) in [("input", &x), ("A", &a), ("B", &b)] {
+            let (got, want) = (
+                flat(grads.get(v).unwrap()),
+                flat(full_grads.get(v).unwrap()),
+            );
+            assert_close(&format!("{what}: {name} gradient"), &got, &want, F32_TOL);
+        }
+    }
+}
