@@ -119,6 +119,25 @@ def mean_ms(device, reps, f):
     return (time.perf_counter() - t0) * 1e3 / reps
 
 
+def cpu_reset_peak():
+    """Forget the process's peak resident set (Linux), as `dgs bench step` does on the CPU."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def cpu_peak_bytes():
+    """The process's peak resident set since the last reset (VmHWM), or None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+        return kb * 1024
+    except (OSError, StopIteration):
+        return None
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -173,7 +192,8 @@ def main():
         return profile(a, device)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
           f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")
-    print(f"{'model':<8} {'dtype':<5} {'method':<13} {'step ms':>9} {'images/s':>9} {'max alloc':>10} {'reserved':>10}")
+    peak = "max alloc" if device.type == "cuda" else "peak RSS"
+    print(f"{'model':<8} {'dtype':<5} {'method':<13} {'step ms':>9} {'images/s':>9} {peak:>10} {'reserved':>10}")
     for name in a.models.split(","):
         for dt in a.dtypes.split(","):
             cfg, model, heads = build(name, DTYPES[dt], device)
@@ -184,12 +204,15 @@ def main():
                 sync(device)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
+                else:
+                    cpu_reset_peak()
                 t0 = time.perf_counter()
                 for _ in range(a.steps):
                     step()
                 sync(device)
                 ms = (time.perf_counter() - t0) * 1e3 / a.steps
-                alloc = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+                # On the CPU: the peak resident set of the timed steps.
+                alloc = torch.cuda.max_memory_allocated() if device.type == "cuda" else cpu_peak_bytes()
                 reserved = torch.cuda.max_memory_reserved() if device.type == "cuda" else None
                 used = None
                 if device.type == "cuda":

@@ -598,3 +598,71 @@ fn a_nan_loss_stops_training_and_keeps_the_last_checkpoint() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// The CPU's one-pass Adam (f32 parameters) against the tensor-op form the other devices run
+/// (taken here by f64 parameters), over steps with loss scaling and uneven sizes.
+#[test]
+fn cpu_adam_pass_equals_the_tensor_form() {
+    let mut rng = dgs::surgery::rng::SplitMix64::new(17);
+    let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal()).collect() };
+    let sizes = [1usize, 7, 40_000];
+    let start: Vec<Vec<f64>> = sizes.iter().map(|n| draw(*n)).collect();
+    let grads: Vec<Vec<Vec<f64>>> = (0..4)
+        .map(|_| sizes.iter().map(|n| draw(*n)).collect())
+        .collect();
+    let run = |dtype: DType| -> Vec<Vec<f64>> {
+        let vars: Vec<Var> = start
+            .iter()
+            .map(|v| {
+                Var::from_tensor(
+                    &Tensor::new(v.as_slice(), &dev())
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let params = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("p{i}"), v.clone()))
+            .collect();
+        let cfg = dgs::train::AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let mut adam = dgs::train::Adam::new(params, cfg).unwrap();
+        for (step, g) in grads.iter().enumerate() {
+            // Σ p ⊙ g has gradient g.
+            let mut loss = Tensor::zeros((), dtype, &dev()).unwrap();
+            for (v, g) in vars.iter().zip(g) {
+                let g = Tensor::new(g.as_slice(), &dev())
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                loss = (loss + (v.as_tensor() * g).unwrap().sum_all().unwrap()).unwrap();
+            }
+            let grads = loss.backward().unwrap();
+            match step % 2 {
+                0 => adam.step(&grads).unwrap(),
+                _ => adam.step_scaled(&grads, 0.5).unwrap(),
+            }
+        }
+        vars.iter()
+            .map(|v| {
+                v.as_tensor()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (cpu_pass, tensor_form) = (run(DType::F32), run(DType::F64));
+    for (a, b) in cpu_pass.iter().zip(&tensor_form) {
+        for (x, y) in a.iter().zip(b) {
+            approx::assert_relative_eq!(*x, *y, epsilon = 1e-6, max_relative = 1e-5);
+        }
+    }
+}

@@ -276,8 +276,9 @@ pub fn run(a: &Args) -> Result<usize, PipelineError> {
         data = data.select(&a.data, classes)?;
     }
     let det = Detector::from_hf(&a.model.model, dtype, &device, plan.lora)?;
-    // Seeded adapters and heads: the same options give the same run (exactly so with LoRA
-    // dropout 0; candle's CPU dropout mask cannot be seeded).
+    // Seeded adapters and heads: the same options give the same run. On the CPU the LoRA dropout
+    // masks are keyed by the seed and the step; on CUDA they still come from candle's generator,
+    // so a CUDA run repeats exactly only with dropout 0.
     det.reseed(plan.seed)
         .map_err(|source| PipelineError::compute("seeding the adapters and heads", source))?;
     if let Some(dir) = &a.init_adapters {

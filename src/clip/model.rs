@@ -87,6 +87,16 @@ impl Clip {
         crate::ops::frozen_linear(&self.visual_projection, &self.vision.forward(pixels, mode)?)
     }
 
+    /// Student (in `mode`) and teacher image features of the same pixels, the embeddings computed
+    /// once: what a DGS step needs.
+    pub fn image_features_pair(&self, pixels: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        let embedded = self.vision.embed(pixels)?;
+        let project = |pooled: Tensor| crate::ops::frozen_linear(&self.visual_projection, &pooled);
+        let student = project(self.vision.pool(&embedded, mode)?)?;
+        let teacher = project(self.vision.pool(&embedded, Mode::Frozen)?)?;
+        Ok((student, teacher))
+    }
+
     /// Text features `[B, projection_dim]` from token ids `[B, T]` (u32).
     pub fn text_features(&self, ids: &Tensor) -> Result<Tensor> {
         self.text_projection.forward(&self.text.forward(ids)?)

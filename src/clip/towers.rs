@@ -14,6 +14,7 @@ pub(crate) struct VisionTower {
     pre_ln: LayerNorm,
     encoder: Encoder,
     post_ln: LayerNorm,
+    patch_size: usize,
 }
 
 impl VisionTower {
@@ -39,24 +40,52 @@ impl VisionTower {
             pre_ln: LayerNorm::new(h, cfg.tower.layer_norm_eps, b.vb.pp("pre_layrnorm"))?,
             encoder: Encoder::new(&cfg.tower, &b.pp("encoder"), false)?,
             post_ln: LayerNorm::new(h, cfg.tower.layer_norm_eps, b.vb.pp("post_layernorm"))?,
+            patch_size: cfg.patch_size,
         })
     }
 
     /// `[B, C, H, W]` → pooled `[B, hidden]` (the class token after the last layer norm).
     pub fn forward(&self, pixels: &Tensor, mode: Mode) -> Result<Tensor> {
-        let patches = self
-            .patch
-            .forward(pixels)?
-            .flatten_from(2)?
-            .transpose(1, 2)?;
+        self.pool(&self.embed(pixels)?, mode)
+    }
+
+    /// The first layer's input `[B, 1 + patches, hidden]`: class token and patch embeddings,
+    /// positions added, pre-layer-norm applied. Student and teacher share it.
+    pub fn embed(&self, pixels: &Tensor) -> Result<Tensor> {
+        let patches = self.patches(pixels)?;
         let (b, _, h) = patches.dims3()?;
         let class = self.class.reshape((1, 1, h))?.broadcast_as((b, 1, h))?;
         let x = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.positions)?;
-        let class_rows = Tensor::zeros(b, DType::U32, x.device())?;
-        let pooled = self
-            .encoder
-            .forward_pooled(&self.pre_ln.forward(&x)?, &class_rows, mode)?;
-        self.post_ln.forward(&pooled)
+        self.pre_ln.forward(&x)
+    }
+
+    /// The encoder and the final layer norm at the class token, from [`VisionTower::embed`].
+    pub fn pool(&self, embedded: &Tensor, mode: Mode) -> Result<Tensor> {
+        let b = embedded.dim(0)?;
+        let class_rows = Tensor::zeros(b, DType::U32, embedded.device())?;
+        self.post_ln
+            .forward(&self.encoder.forward_pooled(embedded, &class_rows, mode)?)
+    }
+
+    /// The patch embedding `[B, patches, hidden]`: a convolution whose stride is its kernel
+    /// size touches each pixel once, so it is one matrix product of the image cut into patches
+    /// (`[B · patches, C · p · p]`) with the kernel (`[hidden, C · p · p]`) — the same sums as
+    /// the convolution, without its im2col buffer.
+    fn patches(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (b, ch, height, width) = pixels.dims4()?;
+        let p = self.patch_size;
+        let (gh, gw) = (height / p, width / p);
+        let kernel = self.patch.weight();
+        let h = kernel.dim(0)?;
+        let cut = pixels
+            .narrow(2, 0, gh * p)?
+            .narrow(3, 0, gw * p)?
+            .reshape((b, ch, gh, p, gw, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b * gh * gw, ch * p * p))?;
+        cut.matmul(&kernel.reshape((h, ch * p * p))?.t()?)?
+            .reshape((b, gh * gw, h))
     }
 }
 

@@ -176,7 +176,8 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoOutcome, PipelineError> {
     let mut forgetting_curves = Vec::new();
     for (method, variant) in [("DGS", Variant::Dgs), ("plain LoRA", Variant::PlainLora)] {
         let t0 = std::time::Instant::now();
-        // LoRA dropout off: candle's CPU generator cannot be seeded, and the demo must repeat.
+        // LoRA dropout off: on CUDA the layers still draw their masks from candle's generator,
+        // which cannot be seeded, and the demo must print the same table on every device.
         let lora = LoraConfig {
             dropout: 0.0,
             ..LoraConfig::default()

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor, Var, backprop::GradStore};
 
+use super::adam_cpu::{self, AdamStep};
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
     pub lr: f64,
@@ -79,10 +81,26 @@ impl Adam {
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let step_size = self.cfg.lr / (1.0 - b1.powi(t));
         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        let cpu = AdamStep {
+            beta1: b1 as f32,
+            beta2: b2 as f32,
+            one_minus_beta1: (1.0 - b1) as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            step_size: step_size as f32,
+            bias2_sqrt: bc2_sqrt as f32,
+            eps: self.cfg.eps as f32,
+            grad_scale: grad_scale as f32,
+        };
         for (name, p) in &self.params {
             let Some(g) = grads.get(p.as_tensor()) else {
                 continue;
             };
+            if adam_cpu::applies(p.as_tensor()) && g.dtype() == p.dtype() {
+                let (m, v) = self.update_on_cpu(&cpu, name, p, g)?;
+                self.m.insert(name.clone(), m);
+                self.v.insert(name.clone(), v);
+                continue;
+            }
             let unscaled;
             let g = if grad_scale == 1.0 {
                 g
@@ -98,6 +116,26 @@ impl Adam {
             self.v.insert(name.clone(), v);
         }
         Ok(())
+    }
+
+    /// [`adam_cpu::update`] on one parameter: sets it, returns its new moments.
+    fn update_on_cpu(
+        &self,
+        s: &AdamStep,
+        name: &str,
+        p: &Var,
+        g: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut values = adam_cpu::values(p.as_tensor())?;
+        let mut m = adam_cpu::values(&self.m[name])?;
+        let mut v = adam_cpu::values(&self.v[name])?;
+        adam_cpu::update(s, &mut values, &adam_cpu::values(g)?, &mut m, &mut v);
+        let shape = p.shape();
+        p.set(&Tensor::from_vec(values, shape, p.device())?)?;
+        Ok((
+            Tensor::from_vec(m, shape, p.device())?,
+            Tensor::from_vec(v, shape, p.device())?,
+        ))
     }
 
     /// The first parameter (by name) whose gradient holds a NaN or an infinity. One

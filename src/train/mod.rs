@@ -5,6 +5,7 @@
 //! steps and epochs over any batch iterator; [`checkpoint`] saves and restores exactly.
 
 mod adam;
+mod adam_cpu;
 pub mod checkpoint;
 mod detector;
 mod epoch;

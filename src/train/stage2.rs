@@ -106,11 +106,12 @@ pub fn stage2_loss(
     let y = batch.labels.to_dtype(DType::F32)?;
     // Features are [B, D]: the losses and the surgery run on them in f32 whatever the model's
     // compute dtype (the cast is differentiable, so gradients return in that dtype).
-    let f = clip
-        .image_features(batch.pixels, Mode::StudentTrain(dropout))?
-        .to_dtype(DType::F32)?;
+    let train = Mode::StudentTrain(dropout);
     let img_logits_of = |f: &Tensor| img_fc.logits(f);
     if cfg.variant == Variant::PlainLora {
+        let f = clip
+            .image_features(batch.pixels, train)?
+            .to_dtype(DType::F32)?;
         let z = img_logits_of(&f)?;
         let l_img = bce_with_logits(&z, &y)?;
         let zero = l_img.zeros_like()?;
@@ -119,10 +120,9 @@ pub fn stage2_loss(
     }
     // Teacher and text features carry no gradient; their losses' gradients with respect to them
     // are the closed forms of a linear head under BCE (what autograd.grad gives the official code).
-    let ft = clip
-        .image_features(batch.pixels, Mode::Frozen)?
-        .to_dtype(DType::F32)?
-        .detach();
+    let (f, ft) = clip.image_features_pair(batch.pixels, train)?;
+    let f = f.to_dtype(DType::F32)?;
+    let ft = ft.to_dtype(DType::F32)?.detach();
     let fx = clip
         .text_features(batch.captions)?
         .to_dtype(DType::F32)?

@@ -19,28 +19,29 @@ pub struct Lora<'a> {
     pub dropout: Option<Dropout>,
 }
 
-/// Projection `p`'s adapter input: the layer-norm output `ln` (`[N, C]`), dropped out and scaled
-/// by `1 / (1 − p)` in a training pass. The same function applied to a gradient is the dropout's
-/// backward.
-fn dropped(d: Dims, v: &[f32], lora: &Lora<'_>, p: usize) -> Vec<f32> {
-    let Some(drop) = lora.dropout else {
+/// Projection `p`'s dropout keep mask over `[N, C]`, in a training pass.
+fn mask(d: Dims, lora: &Lora<'_>, p: usize) -> Option<Vec<bool>> {
+    let drop = lora.dropout?;
+    let stream = MaskStream::new(drop.key, drop.layer, p, drop.p);
+    let c = d.channels;
+    let mut keep = vec![false; d.tokens() * c];
+    keep.par_chunks_mut(c)
+        .enumerate()
+        .for_each(|(row, keep)| stream.fill((row * c) as u64, keep));
+    Some(keep)
+}
+
+/// `v` (`[N, C]`) where kept, scaled by `1 / (1 − p)`, 0 where dropped: the adapter input from
+/// the layer-norm output, and the dropout's backward applied to a gradient.
+fn dropped(v: &[f32], mask: Option<&[bool]>, lora: &Lora<'_>) -> Vec<f32> {
+    let (Some(mask), Some(drop)) = (mask, lora.dropout) else {
         return v.to_vec();
     };
-    let stream = MaskStream::new(drop.key, drop.layer, p, drop.p);
     let kept_scale = 1.0 / (1.0 - drop.p);
-    let c = d.channels;
-    let mut out = vec![0.0; v.len()];
-    out.par_chunks_mut(c)
-        .zip(v.par_chunks(c))
-        .enumerate()
-        .for_each(|(row, (out, v))| {
-            let mut keep = vec![false; c];
-            stream.fill((row * c) as u64, &mut keep);
-            for ((o, x), k) in out.iter_mut().zip(v).zip(keep) {
-                *o = if k { x * kept_scale } else { 0.0 };
-            }
-        });
-    out
+    v.par_iter()
+        .zip(mask.par_iter())
+        .map(|(v, k)| if *k { v * kept_scale } else { 0.0 })
+        .collect()
 }
 
 /// Adds the adapters' updates into `qkv` (`[N, 3C]`); returns the down-projections `z`
@@ -49,7 +50,7 @@ pub fn forward(d: Dims, ln: &[f32], lora: &Lora<'_>, qkv: &mut [f32]) -> Vec<f32
     let (n, c, r) = (d.tokens(), d.channels, lora.rank);
     let mut z = vec![0.0; 3 * n * r];
     for (p, z) in z.chunks_mut(n * r).enumerate() {
-        let input = dropped(d, ln, lora, p);
+        let input = dropped(ln, mask(d, lora, p).as_deref(), lora);
         let a = View::block(lora.a, r, c, p * r * c, c);
         matmul(
             Dst::rows(z, n, r),
@@ -107,7 +108,8 @@ pub fn backward(
             false,
             Threads::Pool,
         );
-        let input = dropped(d, ln, lora, p);
+        let keep = mask(d, lora, p);
+        let input = dropped(ln, keep.as_deref(), lora);
         let dst = Dst::block(&mut da, r, c, p * r * c, c);
         matmul(
             dst,
@@ -128,7 +130,7 @@ pub fn backward(
                 false,
                 Threads::Pool,
             );
-            let dinput = dropped(d, &dinput, lora, p);
+            let dinput = dropped(&dinput, keep.as_deref(), lora);
             for (o, di) in dln.iter_mut().zip(&dinput) {
                 *o = if p == 0 { *di } else { *o + di };
             }
