@@ -571,3 +571,32 @@ fn pooled_rows_equal_the_full_layer_at_those_rows() {
         }
     }
 }
+
+/// Without adapters the layer still passes the input's gradient (a frozen layer between
+/// trainable ones): equal to the reference's with zero adapters.
+#[test]
+fn a_layer_without_adapters_passes_the_input_gradient() {
+    let case = Case {
+        causal: true,
+        ..BASE
+    };
+    let mut inp = inputs(case, 31);
+    (inp.a, inp.b) = (inp.a.zeros_like().unwrap(), inp.b.zeros_like().unwrap());
+    let want = run_reference(case, &inp);
+    let w = Arc::new(cast_weights(&inp.w, DType::F32));
+    let x = Var::from_tensor(&inp.x.to_dtype(DType::F32).unwrap()).unwrap();
+    let cfg = BlockConfig {
+        heads: case.heads,
+        eps: 1e-5,
+        activation: case.activation,
+        causal: true,
+    };
+    let out = block(&x, &w, cfg, None).unwrap();
+    let loss = (out.to_dtype(DType::F64).unwrap() * &inp.g)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let dx = flat(loss.backward().unwrap().get(&x).expect("an input gradient"));
+    assert_close("no adapters: output", &flat(&out), &want.out, F32_TOL);
+    assert_close("no adapters: input gradient", &dx, &want.dx, F32_TOL);
+}

@@ -21,12 +21,13 @@
 //! backward through the same graph recomputes it from the input.
 //!
 //! A frozen pass (the teacher, the text tower, evaluation) runs the same forward keeping
-//! nothing. When the input carries no gradient (the first layer: the embeddings are frozen)
+//! nothing (without adapters, something is kept only when the input carries a gradient, which
+//! then flows through). When the input carries no gradient (the first layer: the embeddings are frozen)
 //! the backward skips the input gradient, and with it the largest of its products.
 //!
 //! This is the CPU implementation (f32 arithmetic; f16/bf16 operands are widened on entry and the
-//! output rounded once). On CUDA the layer still runs as tensor ops (`clip::encoder`) until the
-//! CUDA kernels of this op land.
+//! output rounded once). On CUDA the layer still runs as tensor ops under candle's autograd
+//! (`clip::layer_ops`) until the CUDA kernels of this op land.
 
 mod activation;
 mod cpu;
@@ -155,7 +156,12 @@ fn apply(
         saved: Mutex::new(None),
     };
     let Some(ad) = adapters else {
-        return x.apply_op1_no_bwd(&op);
+        // Without adapters the only gradient is the input's: recorded when it carries one.
+        (op.want_dx, op.keep) = (x.track_op(), x.track_op());
+        return match op.keep {
+            true => x.apply_op1(op),
+            false => x.apply_op1_no_bwd(&op),
+        };
     };
     let trainable = x.track_op() || ad.a.track_op() || ad.b.track_op();
     (op.scale, op.dropout) = (ad.scale as f32, ad.dropout);
@@ -204,6 +210,49 @@ impl BlockOp {
         })
     }
 
+    /// The CPU backward from the gradient at the output; takes what the forward kept.
+    fn backward_cpu(
+        &self,
+        x: &Tensor,
+        lora: Option<(&Tensor, &Tensor)>,
+        grad: &Tensor,
+    ) -> Result<cpu::Backward> {
+        let d = self.weights.dims(x.shape(), self.cfg.heads)?;
+        let taken = self
+            .saved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let grad = grad.contiguous()?;
+        let mut operands = vec![x, &grad];
+        operands.extend(lora.into_iter().flat_map(|(a, b)| [a, b]));
+        with_cpu_f32(&operands, |t| {
+            let adapters = (t.len() == 4).then(|| (&*t[2], &*t[3]));
+            let call = self.call(d, adapters)?;
+            with_cpu_f32(&self.weights.all(), |w| {
+                let weights = cpu::Weights::from_slices(w);
+                let saved = match taken {
+                    Some(s) => s,
+                    // A second backward through the same graph: recompute what was kept.
+                    None => cpu::forward(&call, &t[0], &weights, true)
+                        .1
+                        .ok_or_else(|| {
+                            candle_core::Error::Msg("layer op: the forward kept nothing".into())
+                        })?,
+                };
+                let dy = &t[1];
+                Ok(cpu::backward(
+                    &call,
+                    &t[0],
+                    &weights,
+                    &saved,
+                    dy,
+                    self.want_dx,
+                ))
+            })
+        })
+    }
+
     fn out_shape(&self, d: Dims) -> Shape {
         (d.batch, self.outputs().per_image(d.seq), d.channels).into()
     }
@@ -238,6 +287,11 @@ impl CustomOp1 for BlockOp {
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         self.forward_cpu((x, xl), None)
     }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx = self.backward_cpu(x, None, grad)?.dx;
+        dx.map(|dx| slices::to_tensor(dx, x)).transpose()
+    }
 }
 
 impl CustomOp3 for BlockOp {
@@ -266,36 +320,7 @@ impl CustomOp3 for BlockOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = self.weights.dims(x.shape(), self.cfg.heads)?;
-        let taken = self
-            .saved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let grad = grad.contiguous()?;
-        let parts = with_cpu_f32(&[x, a, b, &grad], |t| {
-            let call = self.call(d, Some((&t[1], &t[2])))?;
-            with_cpu_f32(&self.weights.all(), |w| {
-                let weights = cpu::Weights::from_slices(w);
-                let saved = match taken {
-                    Some(s) => s,
-                    // A second backward through the same graph: recompute what was kept.
-                    None => cpu::forward(&call, &t[0], &weights, true)
-                        .1
-                        .ok_or_else(|| {
-                            candle_core::Error::Msg("layer op: the forward kept nothing".into())
-                        })?,
-                };
-                Ok(cpu::backward(
-                    &call,
-                    &t[0],
-                    &weights,
-                    &saved,
-                    &t[3],
-                    self.want_dx,
-                ))
-            })
-        })?;
+        let parts = self.backward_cpu(x, Some((a, b)), grad)?;
         let dx = parts.dx.map(|dx| slices::to_tensor(dx, x)).transpose()?;
         let da = slices::to_tensor(parts.da, a)?;
         Ok((dx, Some(da), Some(slices::to_tensor(parts.db, b)?)))
