@@ -600,3 +600,52 @@ fn a_layer_without_adapters_passes_the_input_gradient() {
     assert_close("no adapters: output", &flat(&out), &want.out, F32_TOL);
     assert_close("no adapters: input gradient", &dx, &want.dx, F32_TOL);
 }
+
+/// Operands of the wrong shape are refused with what was expected.
+#[test]
+fn mis_shaped_operands_are_refused() {
+    let inp = inputs(BASE, 1);
+    let w = Arc::new(cast_weights(&inp.w, DType::F32));
+    let x = inp.x.to_dtype(DType::F32).unwrap();
+    let cfg = BlockConfig {
+        heads: 4,
+        eps: 1e-5,
+        activation: Activation::QuickGelu,
+        causal: false,
+    };
+    let (a, b) = (
+        inp.a.to_dtype(DType::F32).unwrap(),
+        inp.b.to_dtype(DType::F32).unwrap(),
+    );
+    // B given as [3, r, C], the shape of A: same element count, wrong layout.
+    let ad = Adapters {
+        a: &a,
+        b: &a,
+        scale: 1.0,
+        dropout: None,
+    };
+    let e = block(&x, &w, cfg, Some(ad)).unwrap_err().to_string();
+    assert!(e.contains("expected [3, r, 24] and [3, 24, r]"), "{e}");
+    let bad_heads = BlockConfig { heads: 5, ..cfg };
+    let e = block(&x, &w, bad_heads, None).unwrap_err().to_string();
+    assert!(e.contains("24 channels, 5 heads"), "{e}");
+    let narrow = x.narrow(2, 0, 20).unwrap();
+    let e = block(
+        &narrow,
+        &w,
+        cfg,
+        Some(Adapters {
+            a: &a,
+            b: &b,
+            scale: 1.0,
+            dropout: None,
+        }),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("expected"), "{e}");
+    let e = dgs::ops::block::block_pooled(&x, &w, cfg, None, &[0, 17])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pooled rows [0, 17]"), "{e}");
+}

@@ -84,7 +84,7 @@ pub struct Adapters<'a> {
 }
 
 /// What the training forward keeps for the backward (see the module docs).
-pub struct Saved {
+struct Saved {
     stats1: Vec<f32>,
     qkv: Vec<f32>,
     z: Vec<f32>,
@@ -163,6 +163,15 @@ fn apply(
             false => x.apply_op1_no_bwd(&op),
         };
     };
+    let channels = x.dim(2)?;
+    let rank = ad.a.dims().get(1).copied().unwrap_or(0);
+    if ad.a.dims() != [3, rank, channels] || ad.b.dims() != [3, channels, rank] || rank == 0 {
+        candle_core::bail!(
+            "layer op: adapters A {:?} and B {:?}, expected [3, r, {channels}] and [3, {channels}, r]",
+            ad.a.dims(),
+            ad.b.dims()
+        )
+    }
     let trainable = x.track_op() || ad.a.track_op() || ad.b.track_op();
     (op.scale, op.dropout) = (ad.scale as f32, ad.dropout);
     (op.want_dx, op.keep) = (x.track_op(), trainable);
