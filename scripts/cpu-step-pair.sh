@@ -29,7 +29,8 @@ def rows(side):
     got = {}
     for r in range(1, rounds + 1):
         for row in json.load(open(f"{out}/{side}-{r}.json")):
-            got.setdefault(row["method"], []).append(row)
+            if not row.get("compiled"):
+                got.setdefault(row["method"], []).append(row)
     return got
 dgs, torch = rows("dgs"), rows("torch")
 peak = lambda row: row.get("peak_bytes") or row.get("max_allocated")

@@ -94,7 +94,7 @@ fi
 if [ -x "$CARRY/bin/dgs-cuda" ]; then
   if want step; then
     part dgs_step 200 "$CARRY/bin/dgs-cuda" bench step --device cuda --json "$LOGS/dgs_step.json"
-    part torch_step 200 "$PY" "$CARRY/torch_reference_step.py" --json "$LOGS/torch_step.json"
+    part torch_step 300 "$PY" "$CARRY/torch_reference_step.py" --compile --json "$LOGS/torch_step.json"
     python3 "$CARRY/step-ratios.py" "$LOGS/dgs_step.json" "$LOGS/torch_step.json" > "$LOGS/step-ratios.txt" 2>&1 || true
   fi
   # Where one ViT-L/14 bf16 DGS step's GPU time goes, kernel by kernel, in both.

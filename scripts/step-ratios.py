@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Ratios from one GPU run of `dgs bench step --json A` and `torch_reference_step.py --json B`:
-dgs images/s over PyTorch's for the same model, dtype and method; the fused surgery's share of
+dgs images/s over PyTorch's for the same model, dtype and method (eager, and torch.compile when
+the reference ran with --compile); the fused surgery's share of
 the DGS step against the 2 % target; the fused kernel against the candle op chain; memory.
 
     python3 scripts/step-ratios.py dgs_step.json torch_step.json
@@ -11,7 +12,9 @@ import sys
 
 def main():
     dgs = json.load(open(sys.argv[1]))
-    torch = {(r["model"], r["dtype"], r["method"]): r for r in json.load(open(sys.argv[2]))}
+    rows = json.load(open(sys.argv[2]))
+    torch = {(r["model"], r["dtype"], r["method"]): r for r in rows if not r.get("compiled")}
+    compiled = {(r["model"], r["dtype"], r["method"]): r for r in rows if r.get("compiled")}
     ours = {(r["model"], r["dtype"], r["method"]): r for r in dgs}
     print(f"{'check':<48} {'value':>9}  target")
     for (model, dt, method), r in sorted(ours.items()):
@@ -23,6 +26,9 @@ def main():
                 print(f"{tag + ': peak memory dgs / torch allocated':<48} {r['peak_bytes'] / t['max_allocated']:9.2f}  <= 1.0")
             if r.get("device_bytes") and t.get("device_used"):
                 print(f"{tag + ': device in use dgs / torch':<48} {r['device_bytes'] / t['device_used']:9.2f}")
+        tc = compiled.get((model, dt, method))
+        if tc:
+            print(f"{tag + ': images/s dgs / torch.compile':<48} {r['images_per_s'] / tc['images_per_s']:9.2f}  >= 1.0")
         if t and r.get("phases") and t.get("phases"):
             a, b = r["phases"], t["phases"]
             parts = {

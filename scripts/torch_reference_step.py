@@ -60,7 +60,7 @@ def build(name, dtype, device):
     return cfg, model, heads
 
 
-def step_fn(cfg, model, heads, method, batch, device, dtype):
+def step_fn(cfg, model, heads, method, batch, device, dtype, compiled=False):
     inner = model.base_model.model
     teacher, img_fc, text_fc = heads
     b = batch
@@ -90,6 +90,11 @@ def step_fn(cfg, model, heads, method, batch, device, dtype):
         ft.requires_grad_()
         fx.requires_grad_()
         return stage2_loss(f, ft, fx, img_fc, teacher, text_fc, labels)[0]
+
+    if compiled:
+        # The stronger anchor: the same forward (models, losses, hook) through torch.compile's
+        # default backend; the backward and Adam stay eager, as in the eager rows.
+        forward = torch.compile(forward)
 
     def step():
         loss = forward()
@@ -181,6 +186,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time each method with its forward under torch.compile (rows marked compiled)")
     ap.add_argument("--profile", action="store_true",
                     help="instead of timing: one DGS step of the first model and dtype under torch.profiler, "
                          "its CUDA kernels grouped by name")
@@ -197,8 +204,9 @@ def main():
     for name in a.models.split(","):
         for dt in a.dtypes.split(","):
             cfg, model, heads = build(name, DTYPES[dt], device)
-            for method in ("dgs", "plain-lora"):
-                step, parts = step_fn(cfg, model, heads, method, a.batch, device, DTYPES[dt])
+            variants = [(m, c) for m in ("dgs", "plain-lora") for c in ([False, True] if a.compile else [False])]
+            for method, compiled in variants:
+                step, parts = step_fn(cfg, model, heads, method, a.batch, device, DTYPES[dt], compiled)
                 for _ in range(a.warmup):
                     step()
                 sync(device)
@@ -218,7 +226,7 @@ def main():
                 if device.type == "cuda":
                     free, total = torch.cuda.mem_get_info()
                     used = total - free
-                row = dict(model=name, dtype=dt, method=method, batch=a.batch, step_ms=ms,
+                row = dict(model=name, dtype=dt, method=method, compiled=compiled, batch=a.batch, step_ms=ms,
                            images_per_s=a.batch / (ms / 1e3), max_allocated=alloc, max_reserved=reserved,
                            device_used=used)
                 if method == "dgs":
@@ -226,7 +234,8 @@ def main():
                     row["phases"] = {f"{k}_ms": mean_ms(device, min(a.steps, 5), f) for k, f in parts.items()}
                 rows.append(row)
                 gib = lambda v: "—" if v is None else f"{v / 2**30:.2f} GiB"
-                print(f"{name:<8} {dt:<5} {method:<13} {ms:9.2f} {row['images_per_s']:9.1f} {gib(alloc):>10} {gib(reserved):>10}")
+                label = method + (" compiled" if compiled else "")
+                print(f"{name:<8} {dt:<5} {label:<13} {ms:9.2f} {row['images_per_s']:9.1f} {gib(alloc):>10} {gib(reserved):>10}")
                 if "phases" in row:
                     p = row["phases"]
                     print(f"{'':<28} student forward {p['student_forward_ms']:.2f} ms, all forwards {p['forward_ms']:.2f} ms, "
