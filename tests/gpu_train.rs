@@ -46,6 +46,7 @@ fn grads(det: &Detector, b: &OwnedBatch) -> (f32, BTreeMap<String, Vec<f32>>) {
         &det.text_fc,
         &b.view(),
         &Stage2Config::default(),
+        0,
     )
     .unwrap();
     let g = loss.backward().unwrap();
