@@ -10,6 +10,7 @@
 //! with the `cuda` feature, CUDA tensors run our fused kernel on candle's stream, with no host
 //! synchronisation.
 
+pub mod attention;
 pub mod block;
 mod frozen_linear;
 mod last_dim;
