@@ -2,6 +2,8 @@
 //! central differences of its own forward, and its forward and gradients against attention
 //! written as candle tensor ops under autograd (f64), causal and not, at awkward lengths.
 
+mod common;
+
 use approx::assert_relative_eq;
 use candle_core::{D, Device, Tensor, Var};
 use dgs::ops::attention::reference::{self, Attention, Head};
@@ -63,16 +65,7 @@ fn gradients_match_central_differences() {
 fn tensor_ops(a: &Attention, q: &Tensor, k: &Tensor, v: &Tensor, t: usize) -> Tensor {
     let mut s = (q.matmul(&k.t().unwrap()).unwrap() * a.scale).unwrap();
     if a.causal {
-        let m: Vec<f64> = (0..t * t)
-            .map(|i| {
-                if i % t > i / t {
-                    f64::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        s = (s + Tensor::from_vec(m, (t, t), &Device::Cpu).unwrap()).unwrap();
+        s = (s + common::causal_mask_f64(t)).unwrap();
     }
     candle_nn::ops::softmax(&s, D::Minus1)
         .unwrap()

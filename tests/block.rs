@@ -4,6 +4,8 @@
 //! reference applies the same Philox masks), vision-like odd lengths, several head counts, the
 //! causal text layer, f32 and f16/bf16 operands; and finite differences of the adapter gradients.
 
+mod common;
+
 use std::sync::Arc;
 
 use approx::assert_relative_eq;
@@ -183,18 +185,7 @@ fn reference(case: Case, w: &LayerWeights, x: &Tensor, a: &Tensor, b: &Tensor) -
     let (k, v) = (split(&qkv[1]), split(&qkv[2]));
     let mut s = q.matmul(&k.t().unwrap()).unwrap();
     if case.causal {
-        let m: Vec<f64> = (0..t * t)
-            .map(|i| {
-                if i % t > i / t {
-                    f64::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        s = s
-            .broadcast_add(&Tensor::from_vec(m, (t, t), &Device::Cpu).unwrap())
-            .unwrap();
+        s = s.broadcast_add(&common::causal_mask_f64(t)).unwrap();
     }
     let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
     let o = p
@@ -248,34 +239,60 @@ fn run_reference(case: Case, inp: &Inputs) -> Results {
     }
 }
 
-/// The op with operands in `dtype` (adapters in f32, as the model keeps them).
-fn run_op(case: Case, inp: &Inputs, dtype: DType) -> Results {
-    let w = Arc::new(cast_weights(&inp.w, dtype));
-    let x = Var::from_tensor(&inp.x.to_dtype(dtype).unwrap()).unwrap();
-    let a = Var::from_tensor(&inp.a.to_dtype(DType::F32).unwrap()).unwrap();
-    let b = Var::from_tensor(&inp.b.to_dtype(DType::F32).unwrap()).unwrap();
-    let cfg = BlockConfig {
+/// The op's settings for `case`.
+fn config(case: Case) -> BlockConfig {
+    BlockConfig {
         heads: case.heads,
         eps: 1e-5,
         activation: case.activation,
         causal: case.causal,
-    };
-    let adapters = Adapters {
-        a: &a,
-        b: &b,
-        scale: SCALE,
-        dropout: dropout_of(case),
-    };
-    let out = block(&x, &w, cfg, Some(adapters)).unwrap();
+    }
+}
+
+/// The op's operands from `inp`: weights and input in `dtype`, adapters in f32 (as the model
+/// keeps them), each operand a variable.
+struct Operands {
+    w: Arc<LayerWeights>,
+    x: Var,
+    a: Var,
+    b: Var,
+}
+
+impl Operands {
+    fn new(inp: &Inputs, dtype: DType) -> Self {
+        let var = |t: &Tensor, d: DType| Var::from_tensor(&t.to_dtype(d).unwrap()).unwrap();
+        Self {
+            w: Arc::new(cast_weights(&inp.w, dtype)),
+            x: var(&inp.x, dtype),
+            a: var(&inp.a, DType::F32),
+            b: var(&inp.b, DType::F32),
+        }
+    }
+
+    fn adapters(&self, dropout: Option<Dropout>) -> Option<Adapters<'_>> {
+        Some(Adapters {
+            a: &self.a,
+            b: &self.b,
+            scale: SCALE,
+            dropout,
+        })
+    }
+}
+
+/// The op with operands in `dtype` (adapters in f32, as the model keeps them).
+fn run_op(case: Case, inp: &Inputs, dtype: DType) -> Results {
+    let ops = Operands::new(inp, dtype);
+    let (x, a, b) = (&ops.x, &ops.a, &ops.b);
+    let out = block(x, &ops.w, config(case), ops.adapters(dropout_of(case))).unwrap();
     let g = inp.g.to_dtype(dtype).unwrap();
     let loss = (out.to_dtype(DType::F64).unwrap() * g.to_dtype(DType::F64).unwrap()).unwrap();
     let grads = loss.sum_all().unwrap().backward().unwrap();
     let get = |v: &Var| flat(grads.get(v).expect("a gradient"));
     Results {
         out: flat(&out),
-        dx: get(&x),
-        da: get(&a),
-        db: get(&b),
+        dx: get(x),
+        da: get(a),
+        db: get(b),
     }
 }
 
@@ -433,27 +450,10 @@ fn dropout_is_reproducible_and_keyed_by_step() {
     let again = run_op(case, &inp, DType::F32);
     assert_eq!(first.out, again.out);
     assert_eq!(first.da, again.da);
-    let w = Arc::new(cast_weights(&inp.w, DType::F32));
-    let (a, b) = (
-        inp.a.to_dtype(DType::F32).unwrap(),
-        inp.b.to_dtype(DType::F32).unwrap(),
-    );
-    let x = inp.x.to_dtype(DType::F32).unwrap();
-    let cfg = BlockConfig {
-        heads: 4,
-        eps: 1e-5,
-        activation: Activation::QuickGelu,
-        causal: false,
-    };
+    let ops = Operands::new(&inp, DType::F32);
     let mut drop = dropout_of(case).unwrap();
     drop.key.step += 1;
-    let ad = Adapters {
-        a: &a,
-        b: &b,
-        scale: SCALE,
-        dropout: Some(drop),
-    };
-    let other = flat(&block(&x, &w, cfg, Some(ad)).unwrap());
+    let other = flat(&block(&ops.x, &ops.w, config(case), ops.adapters(Some(drop))).unwrap());
     assert_ne!(first.out, other);
 }
 
@@ -463,28 +463,10 @@ fn dropout_is_reproducible_and_keyed_by_step() {
 fn untracked_input_skips_its_gradient() {
     let case = BASE;
     let inp = inputs(case, 5);
-    let w = Arc::new(cast_weights(&inp.w, DType::F32));
-    let a = Var::from_tensor(&inp.a.to_dtype(DType::F32).unwrap()).unwrap();
-    let b = Var::from_tensor(&inp.b.to_dtype(DType::F32).unwrap()).unwrap();
-    let x = inp.x.to_dtype(DType::F32).unwrap();
-    let cfg = BlockConfig {
-        heads: 4,
-        eps: 1e-5,
-        activation: Activation::QuickGelu,
-        causal: false,
-    };
-    let out = block(
-        &x,
-        &w,
-        cfg,
-        Some(Adapters {
-            a: &a,
-            b: &b,
-            scale: SCALE,
-            dropout: None,
-        }),
-    )
-    .unwrap();
+    let ops = Operands::new(&inp, DType::F32);
+    let (a, b) = (&ops.a, &ops.b);
+    let x = ops.x.as_tensor().detach();
+    let out = block(&x, &ops.w, config(case), ops.adapters(None)).unwrap();
     let loss = (out.to_dtype(DType::F64).unwrap() * &inp.g)
         .unwrap()
         .sum_all()
@@ -492,8 +474,8 @@ fn untracked_input_skips_its_gradient() {
     let grads = loss.backward().unwrap();
     assert!(grads.get(&x).is_none());
     let full = run_op(case, &inp, DType::F32);
-    assert_eq!(flat(grads.get(&a).unwrap()), full.da);
-    assert_eq!(flat(grads.get(&b).unwrap()), full.db);
+    assert_eq!(flat(grads.get(a).unwrap()), full.da);
+    assert_eq!(flat(grads.get(b).unwrap()), full.db);
 }
 
 /// One output row per image equals those rows of the full layer, and so do the gradients of a
@@ -507,24 +489,10 @@ fn pooled_rows_equal_the_full_layer_at_those_rows() {
             ..BASE
         };
         let inp = inputs(case, 21);
-        let w = Arc::new(cast_weights(&inp.w, DType::F32));
-        let cfg = BlockConfig {
-            heads: case.heads,
-            eps: 1e-5,
-            activation: case.activation,
-            causal,
-        };
-        let x = Var::from_tensor(&inp.x.to_dtype(DType::F32).unwrap()).unwrap();
-        let a = Var::from_tensor(&inp.a.to_dtype(DType::F32).unwrap()).unwrap();
-        let b = Var::from_tensor(&inp.b.to_dtype(DType::F32).unwrap()).unwrap();
-        let ad = || {
-            Some(Adapters {
-                a: &a,
-                b: &b,
-                scale: SCALE,
-                dropout: dropout_of(case),
-            })
-        };
+        let ops = Operands::new(&inp, DType::F32);
+        let (w, cfg) = (&ops.w, config(case));
+        let (x, a, b) = (&ops.x, &ops.a, &ops.b);
+        let ad = || ops.adapters(dropout_of(case));
         let g = inp.g.to_dtype(DType::F32).unwrap();
         let g_rows: Vec<Tensor> = rows
             .iter()
@@ -533,7 +501,7 @@ fn pooled_rows_equal_the_full_layer_at_those_rows() {
             .collect();
         let g_rows = Tensor::stack(&g_rows, 0).unwrap().unsqueeze(1).unwrap();
 
-        let full = block(&x, &w, cfg, ad()).unwrap();
+        let full = block(x, w, cfg, ad()).unwrap();
         let picked: Vec<Tensor> = rows
             .iter()
             .enumerate()
@@ -547,7 +515,7 @@ fn pooled_rows_equal_the_full_layer_at_those_rows() {
             .backward()
             .unwrap();
 
-        let pooled = dgs::ops::block::block_pooled(&x, &w, cfg, ad(), &rows).unwrap();
+        let pooled = dgs::ops::block::block_pooled(x, w, cfg, ad(), &rows).unwrap();
         assert_eq!(pooled.dims(), &[2, 1, case.channels]);
         let grads = (&pooled * &g_rows)
             .unwrap()
@@ -562,7 +530,7 @@ fn pooled_rows_equal_the_full_layer_at_those_rows() {
             &flat(&picked),
             F32_TOL,
         );
-        for (name, v) in [("input", &x), ("A", &a), ("B", &b)] {
+        for (name, v) in [("input", x), ("A", a), ("B", b)] {
             let (got, want) = (
                 flat(grads.get(v).unwrap()),
                 flat(full_grads.get(v).unwrap()),
@@ -583,20 +551,18 @@ fn a_layer_without_adapters_passes_the_input_gradient() {
     let mut inp = inputs(case, 31);
     (inp.a, inp.b) = (inp.a.zeros_like().unwrap(), inp.b.zeros_like().unwrap());
     let want = run_reference(case, &inp);
-    let w = Arc::new(cast_weights(&inp.w, DType::F32));
-    let x = Var::from_tensor(&inp.x.to_dtype(DType::F32).unwrap()).unwrap();
-    let cfg = BlockConfig {
-        heads: case.heads,
-        eps: 1e-5,
-        activation: case.activation,
-        causal: true,
-    };
-    let out = block(&x, &w, cfg, None).unwrap();
+    let ops = Operands::new(&inp, DType::F32);
+    let out = block(&ops.x, &ops.w, config(case), None).unwrap();
     let loss = (out.to_dtype(DType::F64).unwrap() * &inp.g)
         .unwrap()
         .sum_all()
         .unwrap();
-    let dx = flat(loss.backward().unwrap().get(&x).expect("an input gradient"));
+    let dx = flat(
+        loss.backward()
+            .unwrap()
+            .get(&ops.x)
+            .expect("an input gradient"),
+    );
     assert_close("no adapters: output", &flat(&out), &want.out, F32_TOL);
     assert_close("no adapters: input gradient", &dx, &want.dx, F32_TOL);
 }
@@ -605,46 +571,27 @@ fn a_layer_without_adapters_passes_the_input_gradient() {
 #[test]
 fn mis_shaped_operands_are_refused() {
     let inp = inputs(BASE, 1);
-    let w = Arc::new(cast_weights(&inp.w, DType::F32));
-    let x = inp.x.to_dtype(DType::F32).unwrap();
-    let cfg = BlockConfig {
-        heads: 4,
-        eps: 1e-5,
-        activation: Activation::QuickGelu,
-        causal: false,
-    };
-    let (a, b) = (
-        inp.a.to_dtype(DType::F32).unwrap(),
-        inp.b.to_dtype(DType::F32).unwrap(),
-    );
+    let ops = Operands::new(&inp, DType::F32);
+    let (w, cfg) = (&ops.w, config(BASE));
+    let (x, a) = (ops.x.as_tensor(), ops.a.as_tensor());
     // B given as [3, r, C], the shape of A: same element count, wrong layout.
     let ad = Adapters {
-        a: &a,
-        b: &a,
+        a,
+        b: a,
         scale: 1.0,
         dropout: None,
     };
-    let e = block(&x, &w, cfg, Some(ad)).unwrap_err().to_string();
+    let e = block(x, w, cfg, Some(ad)).unwrap_err().to_string();
     assert!(e.contains("expected [3, r, 24] and [3, 24, r]"), "{e}");
     let bad_heads = BlockConfig { heads: 5, ..cfg };
-    let e = block(&x, &w, bad_heads, None).unwrap_err().to_string();
+    let e = block(x, w, bad_heads, None).unwrap_err().to_string();
     assert!(e.contains("24 channels, 5 heads"), "{e}");
     let narrow = x.narrow(2, 0, 20).unwrap();
-    let e = block(
-        &narrow,
-        &w,
-        cfg,
-        Some(Adapters {
-            a: &a,
-            b: &b,
-            scale: 1.0,
-            dropout: None,
-        }),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = block(&narrow, w, cfg, ops.adapters(None))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected"), "{e}");
-    let e = dgs::ops::block::block_pooled(&x, &w, cfg, None, &[0, 17])
+    let e = dgs::ops::block::block_pooled(x, w, cfg, None, &[0, 17])
         .unwrap_err()
         .to_string();
     assert!(e.contains("pooled rows [0, 17]"), "{e}");

@@ -12,6 +12,21 @@ pub const DIMS: [usize; 5] = [1, 7, 768, 769, 4099];
 /// Either side of the 64-element block, the 65536-element chunk, and a single element.
 pub const AWKWARD_LENS: [usize; 9] = [1, 7, 63, 64, 65, 65535, 65536, 65537, 131_073];
 
+/// The causal attention mask `[t, t]` in f64: 0 where a query may see the key (at or before its
+/// own position), −∞ after it.
+pub fn causal_mask_f64(t: usize) -> Tensor {
+    let m: Vec<f64> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(m, (t, t), &candle_core::Device::Cpu).expect("a [t, t] mask")
+}
+
 /// The largest absolute elementwise difference of two tensors of one shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::cpu_attention as attention;
-use super::cpu_gemm::{Dst, Threads, View, matmul};
+use super::cpu_gemm::{Dst, Threads, View, matmul, product};
 use super::cpu_lora::{self as lora_ops, Lora};
 use super::cpu_rows as rows;
 use super::dims::Dims;
@@ -61,10 +61,7 @@ fn add_product(y: &mut [f32], a: &[f32], w: &[f32], (m, k, n): (usize, usize, us
 
 /// `g · w` (`g` `[m, n]`, `w` `[n, k]`) into a new `[m, k]`, on the pool.
 fn input_grad(g: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
-    let mut out = vec![0.0; m * k];
-    let (g, w) = (View::rows(g, m, n), View::rows(w, n, k));
-    matmul(Dst::rows(&mut out, m, k), g, w, 1.0, false, Threads::Pool);
-    out
+    product(View::rows(g, m, n), View::rows(w, n, k), 1.0, Threads::Pool)
 }
 
 /// The rows of `x` (`[N, C]`) at the output rows, borrowed when they are all of them.

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::BlockConfig;
-use super::cpu_gemm::{Dst, Threads, View, matmul};
+use super::cpu_gemm::{Threads, View, product};
 use super::cpu_rows as rows;
 use super::dims::Dims;
 use super::outputs::Outputs;
@@ -23,6 +23,21 @@ fn head<'a>(
     let ((image, h), (from, count)) = (at, rows);
     let offset = (image * d.seq + from) * 3 * c + part * c + h * hd;
     View::block(qkv, count, hd, offset, 3 * c)
+}
+
+/// Head `at.1` of image `at.0`: its queries at the output rows, its keys and values at every row.
+fn head_views<'a>(
+    d: Dims,
+    qkv: &'a [f32],
+    at: (usize, usize),
+    outputs: Outputs<'_>,
+) -> [View<'a>; 3] {
+    let q_rows = outputs.per_image(d.seq);
+    [
+        head(d, qkv, at, 0, (outputs.first(at.0), q_rows)),
+        head(d, qkv, at, 1, (0, d.seq)),
+        head(d, qkv, at, 2, (0, d.seq)),
+    ]
 }
 
 /// The query positions of image `image`'s output rows.
@@ -48,17 +63,8 @@ pub fn forward(
         .into_par_iter()
         .map(|job| {
             let at = (job / d.heads, job % d.heads);
-            let q = head(d, qkv, at, 0, (outputs.first(at.0), q_rows));
-            let (k, v) = (head(d, qkv, at, 1, (0, t)), head(d, qkv, at, 2, (0, t)));
-            let mut s = vec![0.0; q_rows * t];
-            matmul(
-                Dst::rows(&mut s, q_rows, t),
-                q,
-                k.t(),
-                scale(d),
-                false,
-                Threads::Caller,
-            );
+            let [q, k, v] = head_views(d, qkv, at, outputs);
+            let mut s = product(q, k.t(), scale(d), Threads::Caller);
             let mut lse = vec![0.0; q_rows];
             rows::softmax_rows(
                 &mut s,
@@ -66,15 +72,7 @@ pub fn forward(
                 cfg.causal.then(|| positions(outputs, d, at.0)).as_deref(),
                 &mut lse,
             );
-            let mut o = vec![0.0; q_rows * hd];
-            matmul(
-                Dst::rows(&mut o, q_rows, hd),
-                View::rows(&s, q_rows, t),
-                v,
-                1.0,
-                false,
-                Threads::Caller,
-            );
+            let o = product(View::rows(&s, q_rows, t), v, 1.0, Threads::Caller);
             (o, lse)
         })
         .collect();
@@ -111,18 +109,9 @@ pub fn backward(
         .into_par_iter()
         .map(|job| {
             let at = (job / d.heads, job % d.heads);
-            let q = head(d, qkv, at, 0, (outputs.first(at.0), q_rows));
-            let (k, v) = (head(d, qkv, at, 1, (0, t)), head(d, qkv, at, 2, (0, t)));
+            let [q, k, v] = head_views(d, qkv, at, outputs);
             let g = View::block(d_o, q_rows, hd, at.0 * q_rows * c + at.1 * hd, c);
-            let mut p = vec![0.0; q_rows * t];
-            matmul(
-                Dst::rows(&mut p, q_rows, t),
-                q,
-                k.t(),
-                scale(d),
-                false,
-                Threads::Caller,
-            );
+            let mut p = product(q, k.t(), scale(d), Threads::Caller);
             let causal = cfg.causal.then(|| positions(outputs, d, at.0));
             rows::probabilities_again(
                 &mut p,
@@ -131,44 +120,12 @@ pub fn backward(
                 &lse[job * q_rows..(job + 1) * q_rows],
             );
             let p_view = View::rows(&p, q_rows, t);
-            let mut dv = vec![0.0; t * hd];
-            matmul(
-                Dst::rows(&mut dv, t, hd),
-                p_view.t(),
-                g,
-                1.0,
-                false,
-                Threads::Caller,
-            );
-            let mut ds = vec![0.0; q_rows * t];
-            matmul(
-                Dst::rows(&mut ds, q_rows, t),
-                g,
-                v.t(),
-                1.0,
-                false,
-                Threads::Caller,
-            );
+            let dv = product(p_view.t(), g, 1.0, Threads::Caller);
+            let mut ds = product(g, v.t(), 1.0, Threads::Caller);
             rows::softmax_backward_rows(&p, &mut ds, t);
             let ds_view = View::rows(&ds, q_rows, t);
-            let mut dq = vec![0.0; q_rows * hd];
-            matmul(
-                Dst::rows(&mut dq, q_rows, hd),
-                ds_view,
-                k,
-                scale(d),
-                false,
-                Threads::Caller,
-            );
-            let mut dk = vec![0.0; t * hd];
-            matmul(
-                Dst::rows(&mut dk, t, hd),
-                ds_view.t(),
-                q,
-                scale(d),
-                false,
-                Threads::Caller,
-            );
+            let dq = product(ds_view, k, scale(d), Threads::Caller);
+            let dk = product(ds_view.t(), q, scale(d), Threads::Caller);
             [dq, dk, dv]
         })
         .collect();

@@ -160,6 +160,20 @@ pub fn matmul(
     }
 }
 
+/// `scale · a · b` into a new row-major `[a.rows, b.cols]`.
+pub fn product(a: View<'_>, b: View<'_>, scale: f32, threads: Threads) -> Vec<f32> {
+    let mut out = vec![0.0; a.rows * b.cols];
+    matmul(
+        Dst::rows(&mut out, a.rows, b.cols),
+        a,
+        b,
+        scale,
+        false,
+        threads,
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

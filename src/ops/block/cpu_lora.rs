@@ -2,10 +2,12 @@
 //! `dBₚ = s · dqkvₚᵀ zₚ`, `dzₚ = s · dqkvₚ Bₚ`, `dAₚ = dzₚᵀ drop(ln)`, and the layer-norm
 //! output's share `Σₚ drop'(dzₚ Aₚ)`. The dropout masks are redrawn from their key, never kept.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::Dropout;
-use super::cpu_gemm::{Dst, Threads, View, matmul};
+use super::cpu_gemm::{Dst, Threads, View, matmul, product};
 use super::dims::Dims;
 use super::philox::MaskStream;
 
@@ -33,15 +35,17 @@ fn mask(d: Dims, lora: &Lora<'_>, p: usize) -> Option<Vec<bool>> {
 
 /// `v` (`[N, C]`) where kept, scaled by `1 / (1 − p)`, 0 where dropped: the adapter input from
 /// the layer-norm output, and the dropout's backward applied to a gradient.
-fn dropped(v: &[f32], mask: Option<&[bool]>, lora: &Lora<'_>) -> Vec<f32> {
+fn dropped<'v>(v: &'v [f32], mask: Option<&[bool]>, lora: &Lora<'_>) -> Cow<'v, [f32]> {
     let (Some(mask), Some(drop)) = (mask, lora.dropout) else {
-        return v.to_vec();
+        return Cow::Borrowed(v);
     };
     let kept_scale = 1.0 / (1.0 - drop.p);
-    v.par_iter()
+    let out = v
+        .par_iter()
         .zip(mask.par_iter())
         .map(|(v, k)| if *k { v * kept_scale } else { 0.0 })
-        .collect()
+        .collect();
+    Cow::Owned(out)
 }
 
 /// Adds the adapters' updates into `qkv` (`[N, 3C]`); returns the down-projections `z`
@@ -98,16 +102,8 @@ pub fn backward(
             false,
             Threads::Pool,
         );
-        let mut dz = vec![0.0; n * r];
         let bp = View::block(lora.b, c, r, p * c * r, r);
-        matmul(
-            Dst::rows(&mut dz, n, r),
-            g,
-            bp,
-            lora.scale,
-            false,
-            Threads::Pool,
-        );
+        let dz = product(g, bp, lora.scale, Threads::Pool);
         let keep = mask(d, lora, p);
         let input = dropped(ln, keep.as_deref(), lora);
         let dst = Dst::block(&mut da, r, c, p * r * c, c);
@@ -121,17 +117,9 @@ pub fn backward(
         );
         if let Some(dln) = dln.as_deref_mut() {
             let ap = View::block(lora.a, r, c, p * r * c, c);
-            let mut dinput = vec![0.0; n * c];
-            matmul(
-                Dst::rows(&mut dinput, n, c),
-                View::rows(&dz, n, r),
-                ap,
-                1.0,
-                false,
-                Threads::Pool,
-            );
+            let dinput = product(View::rows(&dz, n, r), ap, 1.0, Threads::Pool);
             let dinput = dropped(&dinput, keep.as_deref(), lora);
-            for (o, di) in dln.iter_mut().zip(&dinput) {
+            for (o, di) in dln.iter_mut().zip(dinput.iter()) {
                 *o = if p == 0 { *di } else { *o + di };
             }
         }

@@ -48,8 +48,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 
 pub use activation::Activation;
-pub use dims::Dims;
-pub use outputs::Outputs;
+use dims::Dims;
+use outputs::Outputs;
 pub use philox::{DropoutKey, MaskStream, philox4x32};
 pub use weights::LayerWeights;
 
@@ -97,6 +97,8 @@ struct Saved {
 struct BlockOp {
     weights: Arc<LayerWeights>,
     cfg: BlockConfig,
+    /// The adapters' rank (their shapes are checked when the op is made).
+    rank: usize,
     scale: f32,
     dropout: Option<Dropout>,
     /// One output row per image at these positions, or (`None`) every row.
@@ -148,6 +150,7 @@ fn apply(
     let mut op = BlockOp {
         weights: weights.clone(),
         cfg,
+        rank: 0,
         scale: 0.0,
         dropout: None,
         pooled,
@@ -173,7 +176,7 @@ fn apply(
         )
     }
     let trainable = x.track_op() || ad.a.track_op() || ad.b.track_op();
-    (op.scale, op.dropout) = (ad.scale as f32, ad.dropout);
+    (op.rank, op.scale, op.dropout) = (rank, ad.scale as f32, ad.dropout);
     (op.want_dx, op.keep) = (x.track_op(), trainable);
     let (a, b) = (ad.a.contiguous()?, ad.b.contiguous()?);
     match trainable {
@@ -188,35 +191,20 @@ impl BlockOp {
     }
 
     /// The call's description, with the adapters `(a, b)` when given.
-    fn call<'a>(&'a self, d: Dims, lora: Option<(&'a [f32], &'a [f32])>) -> Result<cpu::Call<'a>> {
-        let lora = match lora {
-            None => None,
-            Some((a, b)) => {
-                let rank = a.len() / (3 * d.channels).max(1);
-                if a.len() != 3 * rank * d.channels || b.len() != a.len() || rank == 0 {
-                    candle_core::bail!(
-                        "layer op: adapters of {} and {} values do not pack 3 × r × {}",
-                        a.len(),
-                        b.len(),
-                        d.channels
-                    )
-                }
-                let (scale, dropout) = (self.scale, self.dropout);
-                Some(cpu_lora::Lora {
-                    a,
-                    b,
-                    rank,
-                    scale,
-                    dropout,
-                })
-            }
-        };
-        Ok(cpu::Call {
+    fn call<'a>(&'a self, d: Dims, lora: Option<(&'a [f32], &'a [f32])>) -> cpu::Call<'a> {
+        let lora = lora.map(|(a, b)| cpu_lora::Lora {
+            a,
+            b,
+            rank: self.rank,
+            scale: self.scale,
+            dropout: self.dropout,
+        });
+        cpu::Call {
             cfg: self.cfg,
             d,
             outputs: self.outputs(),
             lora,
-        })
+        }
     }
 
     /// The CPU backward from the gradient at the output; takes what the forward kept.
@@ -237,7 +225,7 @@ impl BlockOp {
         operands.extend(lora.into_iter().flat_map(|(a, b)| [a, b]));
         with_cpu_f32(&operands, |t| {
             let adapters = (t.len() == 4).then(|| (&*t[2], &*t[3]));
-            let call = self.call(d, adapters)?;
+            let call = self.call(d, adapters);
             with_cpu_f32(&self.weights.all(), |w| {
                 let weights = cpu::Weights::from_slices(w);
                 let saved = match taken {
@@ -273,7 +261,7 @@ impl BlockOp {
         lora: Option<(&[f32], &[f32])>,
     ) -> Result<(CpuStorage, Shape)> {
         let d = self.weights.dims(x.1.shape(), self.cfg.heads)?;
-        let call = self.call(d, lora)?;
+        let call = self.call(d, lora);
         let input = cpu_f32(x.0, x.1)?;
         let (out, saved) = with_cpu_f32(&self.weights.all(), |w| {
             Ok(cpu::forward(
