@@ -11,7 +11,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dgs::half::{bf16, f16};
 use dgs::surgery::rng::SplitMix64;
 use dgs::surgery::verify::{Magnitude, as_slices, random_elems, random_list};
-use dgs::surgery::{Element, Operand, RowProjection, RowStatsMut, Transform, cpu};
+use dgs::surgery::{Element, MultiProjection, Operand, RowProjection, RowStatsMut, Transform, cpu};
 use rayon::prelude::*;
 
 const COPY_CHUNK: usize = 1 << 16;
@@ -85,7 +85,7 @@ fn rows_group<T: Element>(c: &mut Criterion) {
         let mut x: Vec<T> = random_elems(&mut rng, n, Magnitude::Normal(1.0));
         let h: Vec<T> = random_elems(&mut rng, n, Magnitude::Normal(1.0));
         let bytes = 3 * n * size_of::<T>(); // read x and h, write x
-        let mut g = configure(c, format!("dgs_rows/{}/{rows}x{dim}", T::DTYPE));
+        let mut g = configure(c, format!("rowwise/{}/{rows}x{dim}", T::DTYPE));
         g.throughput(Throughput::Bytes(bytes as u64));
         let p = RowProjection::new(rows, dim, &h);
         g.bench_function("fused", |b| {
@@ -103,6 +103,30 @@ fn rows_group<T: Element>(c: &mut Criterion) {
         });
         g.finish();
     }
+}
+
+fn multi_dir_group<T: Element>(c: &mut Criterion) {
+    let (rows, dim, k) = (1024, 768, 4);
+    let n = rows * dim;
+    let mut rng = SplitMix64::new(4);
+    let mut x: Vec<T> = random_elems(&mut rng, n, Magnitude::Normal(1.0));
+    let directions: Vec<Vec<T>> = (0..k)
+        .map(|_| random_elems(&mut rng, n, Magnitude::Normal(1.0)))
+        .collect();
+    let slices = as_slices(&directions);
+    let bytes = (k + 2) * n * size_of::<T>(); // read x and K directions, write x
+    let mut g = configure(c, format!("multi_dir/{}/{rows}x{dim}xK{k}", T::DTYPE));
+    g.throughput(Throughput::Bytes(bytes as u64));
+    let p = MultiProjection::new(rows, dim, &slices);
+    g.bench_function("fused", |b| {
+        b.iter(|| cpu::project_rows_multi(black_box(&mut x), &p, None).unwrap())
+    });
+    let src: Vec<T> = random_elems(&mut rng, bytes / 2 / size_of::<T>(), Magnitude::Normal(1.0));
+    let mut dst = src.clone();
+    g.bench_function("memcpy", |b| {
+        b.iter(|| parallel_copy(black_box(&src), &mut dst))
+    });
+    g.finish();
 }
 
 /// ~300 tensors of assorted sizes adding up to about `total` elements.
@@ -198,6 +222,8 @@ fn benches(c: &mut Criterion) {
     rows_group::<f32>(c);
     rows_group::<f16>(c);
     rows_group::<bf16>(c);
+    multi_dir_group::<f32>(c);
+    multi_dir_group::<bf16>(c);
     multi_tensor_group::<f32>(c);
     multi_tensor_group::<f16>(c);
     multi_tensor_group::<bf16>(c);

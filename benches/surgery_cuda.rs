@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
 use dgs::half::{bf16, f16};
-use dgs::surgery::cuda::baseline::{Baselines, DOT_BLOCKS, flatten_into};
 use dgs::surgery::cuda::cudarc::driver::{CudaSlice, CudaStream, CudaView};
 use dgs::surgery::cuda::{
     CudaSurgery, DeviceRowProjection, DeviceRowStats, OutputList, PcGradScratch, TensorLists,
@@ -20,6 +19,11 @@ use dgs::surgery::cuda::{
 use dgs::surgery::rng::SplitMix64;
 use dgs::surgery::verify::{Magnitude, random_elems};
 use dgs::surgery::{Element, Gram, Reduction, Transform, solve};
+
+#[path = "surgery_cuda/baseline.rs"]
+mod baseline;
+
+use baseline::{Baselines, DOT_BLOCKS, flatten_into};
 
 struct Gpu {
     surgery: CudaSurgery,
@@ -75,7 +79,7 @@ fn rows_bench<T: Element>(c: &mut Criterion, gpu: &Gpu) {
         let bytes = 3 * n * size_of::<T>();
         let mut x = upload::<T>(gpu, n, 1);
         let h = upload::<T>(gpu, n, 2);
-        let mut g = group(c, format!("cuda_dgs_rows/{}/{rows}x{dim}", T::DTYPE), bytes);
+        let mut g = group(c, format!("cuda_rowwise/{}/{rows}x{dim}", T::DTYPE), bytes);
         g.bench_function("fused", |b| {
             timed(b, s, || {
                 let p = DeviceRowProjection::new(rows, dim, h.slice(..));
@@ -115,6 +119,42 @@ fn rows_bench<T: Element>(c: &mut Criterion, gpu: &Gpu) {
         });
         g.finish();
     }
+}
+
+fn multi_dir_bench<T: Element>(c: &mut Criterion, gpu: &Gpu) {
+    let s = &gpu.stream;
+    let (rows, dim, k) = (1024usize, 768usize, 4usize);
+    let n = rows * dim;
+    let bytes = (k + 2) * n * size_of::<T>(); // read x and K directions, write x
+    let mut x = upload::<T>(gpu, n, 1);
+    let directions: Vec<CudaSlice<T>> =
+        (0..k).map(|i| upload::<T>(gpu, n, 10 + i as u64)).collect();
+    let mut g = group(
+        c,
+        format!("cuda_multi_dir/{}/{rows}x{dim}xK{k}", T::DTYPE),
+        bytes,
+    );
+    g.bench_function("fused", |b| {
+        timed(b, s, || {
+            gpu.surgery
+                .project_rows_multi(
+                    s,
+                    &mut x.slice_mut(..),
+                    rows,
+                    dim,
+                    &views(&directions),
+                    Transform::Identity,
+                    None,
+                    None,
+                )
+                .expect("launch");
+        })
+    });
+    let (src, mut dst) = copy_of(gpu, bytes);
+    g.bench_function("d2d_copy", |b| {
+        timed(b, s, || s.memcpy_dtod(&src, &mut dst).expect("copy"))
+    });
+    g.finish();
 }
 
 /// ~300 tensors adding up to about `total` elements.
@@ -356,6 +396,7 @@ fn benches(c: &mut Criterion) {
     rows_bench::<f32>(c, &gpu);
     rows_bench::<f16>(c, &gpu);
     rows_bench::<bf16>(c, &gpu);
+    multi_dir_bench::<bf16>(c, &gpu);
     multi_tensor_bench::<f32>(c, &gpu, 4, &[1 << 20, 50 << 20]);
     multi_tensor_bench::<f16>(c, &gpu, 4, &[1 << 20, 100 << 20]);
     multi_tensor_bench::<bf16>(c, &gpu, 4, &[100 << 20]);

@@ -26,7 +26,7 @@ __device__ void combine_impl(ListTable out, ListTable in, int k, unsigned transf
         const int t = out.item_tensor[item];
         const long long start = out.item_start[item];
         const long long rest = out.lens[t] - start;
-        const int len = (int)(rest < kChunk ? rest : kChunk);
+        const int len = (int)(rest < kListItem ? rest : kListItem);
         T* o = tensor_ptr<T>(out, 0, t) + start;
         const T* v[kMaxOperands];
         bool vec = aligned16(o);

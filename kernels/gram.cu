@@ -1,5 +1,5 @@
 // Gram matrix over tensor lists, in two deterministic stages:
-//   gram_partials_K_S: one block per work item (tensor, 65536-element chunk) writes the
+//   gram_partials_K_S: one block per work item (tensor, 16384-element slice: kListItem) writes the
 //                      K(K+1)/2 upper-triangle partial sums of its chunk, in float;
 //   gram_finish:       one block sums the partials of every pair in double, in a fixed order,
 //                      and writes the full symmetric K×K matrix in float.
@@ -21,7 +21,7 @@ __device__ void gram_partials_impl(ListTable table, unsigned transforms, float* 
         const int t = table.item_tensor[item];
         const long long start = table.item_start[item];
         const long long rest = table.lens[t] - start;
-        const int len = (int)(rest < kChunk ? rest : kChunk);
+        const int len = (int)(rest < kListItem ? rest : kListItem);
         const T* v[K];
         bool vec = true;
 #pragma unroll

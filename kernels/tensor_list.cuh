@@ -1,10 +1,11 @@
 // Many tensors per launch, Apex style: a device table of tensor pointers (operand-major,
-// [k][n_tensors]), their lengths, and a work-item map block -> (tensor, chunk start). Built once
+// [k][n_tensors]), their lengths, and a work-item map block -> (tensor, start of its kListItem
+// elements). Built once
 // on the host side (TensorLists) and reused, so a launch needs no host-side copies.
 #pragma once
 #include <stdint.h>
 
-#include "dgs_contract.cuh"  // kChunk, kListTableBytes (generated from src/surgery/contract.rs)
+#include "dgs_contract.cuh"  // kListItem, kListTableBytes (generated from src/surgery/contract.rs)
 
 namespace dgs {
 
@@ -17,6 +18,7 @@ struct ListTable {
     int n_items;
 };
 static_assert(sizeof(ListTable) == kListTableBytes, "ListTable must match ListTableArg in Rust");
+static_assert(alignof(ListTable) == kArgsAlign, "ListTable must match ListTableArg in Rust");
 
 template <typename T>
 __device__ __forceinline__ T* tensor_ptr(const ListTable& t, int operand, int tensor) {

@@ -20,14 +20,14 @@ def crit(group, fn):
 torch = json.load(open(os.path.join(out, "torch.json"))) if os.path.exists(os.path.join(out, "torch.json")) else {}
 print(f"{'check':<44} {'value':>10}  target")
 for dt in ("f32", "f16", "bf16"):
-    g = f"cuda_dgs_rows/{dt}/32x768"
+    g = f"cuda_rowwise/{dt}/32x768"
     fused, empty = crit(g, "fused"), crit(g, "empty_kernel")
     if fused and empty:
         print(f"{'rows 32x768 '+dt+': fused / empty launch':<44} {fused/empty:10.2f}  <= 1.5")
     t = torch.get("rows", {}).get(dt, {}).get("32x768")
     if fused and t:
         print(f"{'rows 32x768 '+dt+': torch eager / fused':<44} {t/fused:10.2f}  >= 5")
-    g = f"cuda_dgs_rows/{dt}/65536x768"
+    g = f"cuda_rowwise/{dt}/65536x768"
     f2, c2 = crit(g, "fused"), crit(g, "d2d_copy")
     if f2 and c2:
         print(f"{'rows 65536x768 '+dt+': copy / fused (bw fraction)':<44} {c2/f2:10.2f}  >= 0.85")

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use approx::assert_relative_eq;
+use approx::{assert_relative_eq, relative_eq};
 use candle_core::{D, DType, Device, Tensor, Var};
 use dgs::ops::block::{
     Activation, Adapters, BlockConfig, Dropout, DropoutKey, LayerWeights, MaskStream, block,
@@ -305,9 +305,13 @@ fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
         .iter()
         .filter(|v| v.is_finite())
         .fold(0.0f64, |m, v| m.max(v.abs()));
+    let epsilon = tol * scale.max(1e-30);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.is_finite(), w.is_finite(), "{what}[{i}]: {g} vs {w}");
-        assert_relative_eq!(*g, *w, epsilon = tol * scale.max(1e-30), max_relative = 0.0);
+        assert!(
+            g.is_finite() == w.is_finite()
+                && relative_eq!(*g, *w, epsilon = epsilon, max_relative = 0.0),
+            "{what}[{i}]: got {g}, want {w}, allowed |diff| {epsilon:e}"
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use approx::assert_abs_diff_eq;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::max_abs_diff;
@@ -218,7 +219,7 @@ fn lora_scaling_rules() {
         LoraScaling::Official,
         "the paper's recipe"
     );
-    assert!((official.scale() - 6f64.sqrt()).abs() < 1e-15);
+    assert_abs_diff_eq!(official.scale(), 6f64.sqrt(), epsilon = 1e-15);
     let peft = LoraConfig {
         scaling: LoraScaling::Peft,
         ..official

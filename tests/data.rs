@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use approx::{abs_diff_eq, assert_abs_diff_eq};
 use dgs::data::{
     Augment, Captions, DecodeOptions, Item, Loader, LoaderConfig, MissingCaption, PATCH,
     PatchSelection, Transform, discover, ensure_min_size, gaussian_blur, load_rgb, numpy_argsort,
@@ -19,45 +20,50 @@ fn tmp(tag: &str) -> PathBuf {
     d
 }
 
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-12
-}
-
 #[test]
 fn average_precision_matches_hand_computed_cases() {
     // P@1 = 1 (R ½), P@3 = ⅔ (R 1): ½·1 + ½·⅔.
     let ap = average_precision(&[0.9, 0.8, 0.7, 0.6], &[1, 0, 1, 0]);
-    assert!(close(ap, 0.5 + 1.0 / 3.0), "{ap}");
+    assert_abs_diff_eq!(ap, 0.5 + 1.0 / 3.0, epsilon = 1e-12);
     // Three tied at 0.5 enter together: R ⅔, P ⅔; then R 1, P ¾.
     let ap = average_precision(&[0.5, 0.5, 0.5, 0.1], &[1, 0, 1, 1]);
-    assert!(close(ap, 4.0 / 9.0 + 0.25), "{ap}");
+    assert_abs_diff_eq!(ap, 4.0 / 9.0 + 0.25, epsilon = 1e-12);
     // Order inside a tie does not matter.
     let ap2 = average_precision(&[0.5, 0.5, 0.5, 0.1], &[0, 1, 1, 1]);
-    assert!(close(ap, ap2));
-    assert!(close(average_precision(&[0.2, 0.9], &[1, 1]), 1.0));
+    assert_abs_diff_eq!(ap, ap2, epsilon = 1e-12);
+    assert_abs_diff_eq!(
+        average_precision(&[0.2, 0.9], &[1, 1]),
+        1.0,
+        epsilon = 1e-12
+    );
     assert!(
-        close(average_precision(&[0.2, 0.9], &[0, 0]), 0.0),
+        abs_diff_eq!(
+            average_precision(&[0.2, 0.9], &[0, 0]),
+            0.0,
+            epsilon = 1e-12
+        ),
         "no positives: 0 like sklearn"
     );
     // Perfect ranking, and the reverse.
-    assert!(close(
+    assert_abs_diff_eq!(
         average_precision(&[0.1, 0.2, 0.8, 0.9], &[0, 0, 1, 1]),
-        1.0
-    ));
+        1.0,
+        epsilon = 1e-12
+    );
     let worst = average_precision(&[0.9, 0.8, 0.2, 0.1], &[0, 0, 1, 1]);
-    assert!(close(worst, 0.5 * (1.0 / 3.0) + 0.5 * 0.5), "{worst}");
+    assert_abs_diff_eq!(worst, 0.5 * (1.0 / 3.0) + 0.5 * 0.5, epsilon = 1e-12);
 }
 
 #[test]
 fn accuracies_use_a_strict_half_threshold_and_handle_one_class_subsets() {
     let m = subset_metrics(&[0.5, 0.51, 0.2, 0.9], &[0, 0, 1, 1]);
     assert_eq!((m.n_real, m.n_fake), (2, 2));
-    assert!(close(m.accuracy, 0.5)); // 0.5 → real (correct), 0.51 → fake (wrong), 0.2 wrong, 0.9 right
+    assert_abs_diff_eq!(m.accuracy, 0.5, epsilon = 1e-12); // 0.5 → real (correct), 0.51 → fake (wrong), 0.2 wrong, 0.9 right
     assert_eq!(m.real_accuracy, Some(0.5));
     assert_eq!(m.fake_accuracy, Some(0.5));
     let fakes = subset_metrics(&[0.7, 0.2, 0.6], &[1, 1, 1]);
     assert_eq!(fakes.real_accuracy, None);
-    assert!(close(fakes.fake_accuracy.unwrap(), 2.0 / 3.0));
+    assert_abs_diff_eq!(fakes.fake_accuracy.unwrap(), 2.0 / 3.0, epsilon = 1e-12);
     assert_eq!(fakes.average_precision, None, "one class: AP undefined");
 }
 
@@ -71,11 +77,11 @@ fn gray_patch(mut f: impl FnMut(usize, usize) -> f64) -> Vec<f64> {
 fn spectral_entropy_of_known_patches() {
     let mut s = dgs::data::SpectralEntropy::new(PATCH);
     // All power in the DC term: zero entropy.
-    assert!(s.entropy(&gray_patch(|_, _| 0.7)).abs() < 1e-9);
-    assert!(s.entropy(&gray_patch(|_, _| 0.0)).abs() < 1e-9);
+    assert_abs_diff_eq!(s.entropy(&gray_patch(|_, _| 0.7)), 0.0, epsilon = 1e-9);
+    assert_abs_diff_eq!(s.entropy(&gray_patch(|_, _| 0.0)), 0.0, epsilon = 1e-9);
     // A 0/1 checkerboard: DC and the (N/2, N/2) term, equal power: exactly one bit.
     let h = s.entropy(&gray_patch(|x, y| ((x + y) % 2) as f64));
-    assert!((h - 1.0).abs() < 1e-9, "{h}");
+    assert_abs_diff_eq!(h, 1.0, epsilon = 1e-9);
     // Zero-mean white noise spreads power over all 1024 terms: close to log₂ 1024 = 10 bits.
     let mut rng = SplitMix64::new(1);
     let h = s.entropy(&gray_patch(|_, _| rng.next_f64() - 0.5));
@@ -266,8 +272,8 @@ fn transforms_are_seeded_and_the_eval_transform_never_flips() {
     assert_eq!(e.apply(img.clone(), 1).unwrap().len(), a.len());
     // ImageNet normalisation: black is −mean/std.
     let black = e.apply(RgbImage::new(224, 224), 0).unwrap();
-    assert!((black[0] - (-0.485 / 0.229)).abs() < 1e-6);
-    assert!((black[2 * 224 * 224] - (-0.406 / 0.225)).abs() < 1e-6);
+    assert_abs_diff_eq!(black[0], -0.485 / 0.229, epsilon = 1e-6);
+    assert_abs_diff_eq!(black[2 * 224 * 224], -0.406 / 0.225, epsilon = 1e-6);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! (against a float64 reference), and no weight or bias gradient computed — on the CPU and (in a
 //! DGS_GPU_TESTS=1 build with `--features cuda`) on CUDA, one test body for both.
 
+use approx::abs_diff_eq;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::Linear;
@@ -141,9 +142,10 @@ fn case(device: &Device) {
                     .unwrap();
                 let scale = want.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
                 for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                    let epsilon = scale * (atol + rtol * (b / scale).abs());
                     assert!(
-                        a.is_finite() && (a - b).abs() <= scale * (atol + rtol * (b / scale).abs()),
-                        "{tag}: dx[{k}] = {a}, want {b}"
+                        a.is_finite() && abs_diff_eq!(*a, *b, epsilon = epsilon),
+                        "{tag}: dx[{k}] = {a}, want {b}, allowed |diff| {epsilon:e}"
                     );
                 }
             }

@@ -2,6 +2,7 @@
 //! against a float64 reference, forward and input gradient, on the CPU and (in a DGS_GPU_TESTS=1
 //! build with `--features cuda`) on CUDA: one test body for both.
 
+use approx::abs_diff_eq;
 use candle_core::{DType, Device, Tensor, Var};
 use dgs::surgery::rng::SplitMix64;
 
@@ -38,9 +39,10 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor, (atol, rtol): (f64, f64
     let want: Vec<f64> = want.flatten_all().and_then(|t| t.to_vec1()).unwrap();
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let epsilon = atol + rtol * w.abs();
         assert!(
-            g.is_finite() == w.is_finite() && (g - w).abs() <= atol + rtol * w.abs(),
-            "{what}: element {i}: got {g}, want {w}"
+            g.is_finite() == w.is_finite() && abs_diff_eq!(*g, *w, epsilon = epsilon),
+            "{what}: element {i}: got {g}, want {w}, allowed |diff| {epsilon:e}"
         );
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use approx::assert_abs_diff_eq;
 use candle_core::{DType, Device, Tensor};
 use dgs::clip::{ClipConfig, LoraConfig, write_random_folder};
 use dgs::train::{Detector, OwnedBatch, Stage, Stage2Config, Stage2Trainer, stage2_loss};
@@ -73,10 +74,7 @@ fn a_gpu_step_matches_the_cpu_step() {
     let (cpu_det, gpu_det) = (detector(&dir, &Device::Cpu), detector(&dir, &gpu));
     let (l_cpu, g_cpu) = grads(&cpu_det, &batch(16, &Device::Cpu));
     let (l_gpu, g_gpu) = grads(&gpu_det, &batch(16, &gpu));
-    assert!(
-        (l_cpu - l_gpu).abs() <= 1e-3 * l_cpu.abs(),
-        "{l_cpu} vs {l_gpu}"
-    );
+    assert_abs_diff_eq!(l_cpu, l_gpu, epsilon = 1e-3 * l_cpu.abs());
     assert_eq!(g_cpu.len(), g_gpu.len());
     for (name, c) in &g_cpu {
         let g = &g_gpu[name];

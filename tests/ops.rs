@@ -1,5 +1,6 @@
 //! The DGS hook as a candle op: identity forward, projected backward, on the CPU.
 
+use approx::abs_diff_eq;
 use candle_core::{DType, Device, Tensor, Var};
 use dgs::ops::{orthogonal_suppression, project_off_harm};
 
@@ -94,7 +95,7 @@ fn backward_matches_finite_differences_of_the_projected_objective() {
         let t = |v: Vec<f32>| Tensor::from_vec(v, (rows, dim), &Device::Cpu).unwrap();
         let fd = (objective(&t(plus)) - objective(&t(minus))) / (2.0 * f64::from(h));
         assert!(
-            (fd - f64::from(hook[i])).abs() < 2e-3,
+            abs_diff_eq!(fd, f64::from(hook[i]), epsilon = 2e-3),
             "element {i}: fd {fd}, hook {}",
             hook[i]
         );

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use approx::{abs_diff_eq, assert_abs_diff_eq};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use dgs::clip::{Clip, ClipConfig, LoraConfig, LoraScaling};
@@ -121,10 +122,11 @@ fn replay(all: &HashMap<String, Tensor>, lora_cfg: &LoraConfig) {
         ("loss", stats.loss),
     ] {
         let theirs: f32 = all[&format!("loss.{name}")].to_vec1::<f32>().unwrap()[0];
-        let rel = f64::from((ours - theirs).abs()) / f64::from(theirs.abs()).max(1e-12);
+        let (ours, theirs) = (f64::from(ours), f64::from(theirs));
         assert!(
-            rel < 1e-4,
-            "{name}: ours {ours}, PyTorch {theirs} (rel {rel:e})"
+            abs_diff_eq!(ours, theirs, epsilon = 1e-4 * theirs.abs().max(1e-12)),
+            "{name}: ours {ours}, PyTorch {theirs} (rel {:e})",
+            (ours - theirs).abs() / theirs.abs().max(1e-12)
         );
     }
     let grads = loss.backward().unwrap();
@@ -171,7 +173,7 @@ fn twenty_adam_steps_follow_the_official_trajectory() {
     let held_out = &all["held_out.pixels"];
     let drift = |det: &Detector| dgs::train::forgetting(&det.clip, held_out).unwrap();
     let theirs_drift = |k: &str| all[k].to_vec1::<f32>().unwrap()[0];
-    assert!((drift(&det) - theirs_drift("drift.start")).abs() < 1e-6);
+    assert_abs_diff_eq!(drift(&det), theirs_drift("drift.start"), epsilon = 1e-6);
     let losses = all["loss.steps"].to_vec1::<f32>().unwrap();
     let ids = all["batch.ids"].to_dtype(DType::U32).unwrap();
     for (step, theirs) in losses.iter().enumerate() {
@@ -189,8 +191,11 @@ fn twenty_adam_steps_follow_the_official_trajectory() {
         let stats = trainer
             .step(&det.clip, &det.teacher, &det.img_fc, &det.text_fc, &batch)
             .unwrap();
-        let rel = f64::from((stats.loss - theirs).abs()) / f64::from(theirs.abs());
-        assert!(rel < 1e-4, "step {step}: loss {} vs {theirs}", stats.loss);
+        let (ours, theirs) = (f64::from(stats.loss), f64::from(*theirs));
+        assert!(
+            abs_diff_eq!(ours, theirs, epsilon = 1e-4 * theirs.abs()),
+            "step {step}: loss {ours} vs {theirs}"
+        );
     }
     let mut worst = 0f64;
     for (name, var) in det.trainables(Stage::Two) {
@@ -203,6 +208,9 @@ fn twenty_adam_steps_follow_the_official_trajectory() {
         assert!(moved > 1e-4, "{name} must have moved ({moved:e})");
     }
     let (ours, theirs) = (drift(&det), theirs_drift("drift.end"));
-    assert!((ours - theirs).abs() < 1e-5, "drift {ours} vs {theirs}");
+    assert!(
+        abs_diff_eq!(ours, theirs, epsilon = 1e-5),
+        "drift {ours} vs {theirs}"
+    );
     eprintln!("after 20 steps: worst relative error {worst:e}; drift {ours} (PyTorch {theirs})");
 }

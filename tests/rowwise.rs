@@ -2,6 +2,7 @@
 
 mod common;
 
+use approx::{abs_diff_eq, assert_abs_diff_eq};
 use common::{DIMS, ROWS, assert_passed};
 use dgs::half::f16;
 use dgs::surgery::compare::{Tolerance, to_f64};
@@ -89,7 +90,7 @@ fn properties_hold<B: HostBackend>(b: &B) {
                     .map(|(v, w)| (v.to_f64() * w).abs()).sum();
                 let bound = 2.0 * tol.bound(o, first.out.scale[i])
                     + tol.rtol * rounded_along * hh[d].abs() + eps_left;
-                assert!((t - o).abs() <= bound, "{} twice != once at {i}: {t:e} vs {o:e}, bound {bound:e}", T::DTYPE);
+                assert!(abs_diff_eq!(t, o, epsilon = bound), "{} twice != once at {i}: {t:e} vs {o:e}, bound {bound:e}", T::DTYPE);
             }
 
             for r in 0..rows {
@@ -101,7 +102,7 @@ fn properties_hold<B: HostBackend>(b: &B) {
                 let magnitude: f64 = out.iter().chain(&xin).zip(hh.iter().chain(&hh)).map(|(a, b)| (a * b).abs()).sum();
                 let n = first.harm_norm.values[r];
                 let eps_left = if n > 0.0 { 2e-6 / n * first.coef.values[r].abs() } else { 0.0 };
-                assert!(along.abs() <= (tol.rtol + tol.atol) * magnitude + eps_left,
+                assert!(abs_diff_eq!(along, 0.0, epsilon = (tol.rtol + tol.atol) * magnitude + eps_left),
                     "{} row {r}: out·ĥ = {along:e}, magnitude {magnitude:e}", T::DTYPE);
                 let n_in = xin.iter().map(|v| v * v).sum::<f64>().sqrt();
                 let n_out = out.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -179,7 +180,7 @@ fn stats_are_optional_and_checked() {
     };
     dgs::surgery::cpu::dgs_rows(&mut out, &RowProjection::new(2, 3, &h), stats).unwrap();
     let n = 3f32.sqrt();
-    assert!((coef[0] - 3.0 / (n + 1e-6)).abs() < 1e-5);
+    assert_abs_diff_eq!(coef[0], 3.0 / (n + 1e-6), epsilon = 1e-5);
     assert_eq!(DType::F32, f32::DTYPE);
 }
 

@@ -1,5 +1,6 @@
 //! The stage-2 DGS step on a tiny CLIP: losses, gradients, what changes, and that it learns.
 
+use approx::{assert_abs_diff_eq, assert_relative_eq};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use dgs::clip::{Clip, ClipConfig, LoraConfig, LoraScaling};
@@ -28,7 +29,7 @@ fn bce_is_stable_and_its_gradient_is_exact() {
         })
         .sum::<f64>()
         / 7.0;
-    assert!((f64::from(loss) - naive).abs() < 1e-6, "{loss} vs {naive}");
+    assert_abs_diff_eq!(f64::from(loss), naive, epsilon = 1e-6);
     let v = Var::from_tensor(&z).unwrap();
     let g = bce_with_logits(v.as_tensor(), &y)
         .unwrap()
@@ -37,7 +38,7 @@ fn bce_is_stable_and_its_gradient_is_exact() {
     let auto: Vec<f32> = g.get(v.as_tensor()).unwrap().to_vec1().unwrap();
     let closed: Vec<f32> = bce_logit_grad(&z, &y).unwrap().to_vec1().unwrap();
     for (a, c) in auto.iter().zip(&closed) {
-        assert!((a - c).abs() < 1e-6, "{a} vs {c}");
+        assert_abs_diff_eq!(*a, *c, epsilon = 1e-6);
     }
 }
 
@@ -281,7 +282,7 @@ fn adam_follows_the_pytorch_rule() {
         let loss = (p.as_tensor() * 0.5).unwrap().sum_all().unwrap();
         adam.step(&loss.backward().unwrap()).unwrap();
         let now: f32 = p.as_tensor().to_vec1::<f32>().unwrap()[0];
-        assert!((now - expected).abs() < 1e-6, "{now} vs {expected}");
+        assert_abs_diff_eq!(now, expected, epsilon = 1e-6);
     }
 }
 
@@ -662,7 +663,7 @@ fn cpu_adam_pass_equals_the_tensor_form() {
     let (cpu_pass, tensor_form) = (run(DType::F32), run(DType::F64));
     for (a, b) in cpu_pass.iter().zip(&tensor_form) {
         for (x, y) in a.iter().zip(b) {
-            approx::assert_relative_eq!(*x, *y, epsilon = 1e-6, max_relative = 1e-5);
+            assert_relative_eq!(*x, *y, epsilon = 1e-6, max_relative = 1e-5);
         }
     }
 }

@@ -65,7 +65,7 @@ pub fn run(args: &Args) -> Result<bool, SurgeryError> {
 fn run_cuda(args: &Args) -> Result<bool, SurgeryError> {
     let backend = dgs::surgery::cuda::CudaBackend::new(0).map_err(|e| SurgeryError::Backend {
         backend: "cuda",
-        message: e.to_string(),
+        source: dgs::surgery::error::BackendFailure::new(e),
     })?;
     println!("device: {}", backend.surgery().device_name());
     run_on(&backend, args)
@@ -73,11 +73,10 @@ fn run_cuda(args: &Args) -> Result<bool, SurgeryError> {
 
 #[cfg(not(feature = "cuda-kernels"))]
 fn run_cuda(_: &Args) -> Result<bool, SurgeryError> {
-    Err(SurgeryError::Backend {
+    Err(SurgeryError::BackendMissing {
         backend: "cuda",
-        message: "this dgs was built without CUDA support; rebuild with `--features cuda-kernels` \
-                  (see docs/gpu.md)"
-            .into(),
+        why: "this dgs was built without CUDA support; rebuild with `--features cuda-kernels` \
+              (see docs/gpu.md)",
     })
 }
 

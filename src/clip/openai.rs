@@ -1,5 +1,5 @@
-//! OpenAI's CLIP weight layout (the `clip` package's `model.py`, which the official DGS-Net code
-//! builds on) translated to the Hugging Face names our model loads:
+//! OpenAI's CLIP weight layout (the one the official DGS-Net checkpoints are saved in)
+//! translated to the Hugging Face names our model loads:
 //!
 //! | OpenAI | Hugging Face |
 //! |---|---|

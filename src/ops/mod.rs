@@ -12,6 +12,7 @@
 
 pub mod attention;
 pub mod block;
+mod dtype;
 mod frozen_linear;
 mod last_dim;
 mod layer_norm;

@@ -1,8 +1,10 @@
 //! The surgery as candle custom ops.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
+use super::dtype::element_dtype;
+use crate::dispatch_dtype;
 use crate::surgery::{Element, RowProjection, RowStatsMut, cpu};
 
 /// `g ↦ g − (g·ĥ) ĥ` row by row (rows = all leading dimensions, the last one is the row), with
@@ -60,14 +62,6 @@ fn project<T: Element>(g: &[T], h: &[T], rows: usize, dim: usize, eps: f32) -> R
     Ok(out)
 }
 
-fn unsupported(op: &str, s1: &CpuStorage, s2: &CpuStorage) -> candle_core::Error {
-    candle_core::Error::Msg(format!(
-        "{op}: expected f32, f16 or bf16 tensors of one dtype, got {:?} and {:?}",
-        s1.dtype(),
-        s2.dtype()
-    ))
-}
-
 impl CustomOp2 for ProjectOffHarm {
     fn name(&self) -> &'static str {
         "dgs-project-off-harm"
@@ -86,18 +80,11 @@ impl CustomOp2 for ProjectOffHarm {
             grad: (a1, b1),
             harm: (a2, b2),
         } = rows_of(self.name(), l1, l2)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(h)) => {
-                CpuStorage::F32(project(&g[a1..b1], &h[a2..b2], rows, dim, self.eps)?)
-            }
-            (CpuStorage::F16(g), CpuStorage::F16(h)) => {
-                CpuStorage::F16(project(&g[a1..b1], &h[a2..b2], rows, dim, self.eps)?)
-            }
-            (CpuStorage::BF16(g), CpuStorage::BF16(h)) => {
-                CpuStorage::BF16(project(&g[a1..b1], &h[a2..b2], rows, dim, self.eps)?)
-            }
-            _ => return Err(unsupported(self.name(), s1, s2)),
-        };
+        let dtype = element_dtype(self.name(), &[s1.dtype(), s2.dtype()])?;
+        let out = dispatch_dtype!(dtype, T => {
+            let (g, h) = (T::cpu_storage_as_slice(s1)?, T::cpu_storage_as_slice(s2)?);
+            T::to_cpu_storage_owned(project(&g[a1..b1], &h[a2..b2], rows, dim, self.eps)?)
+        });
         Ok((out, l1.shape().clone()))
     }
 
@@ -110,7 +97,8 @@ impl CustomOp2 for ProjectOffHarm {
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let r = rows_of(self.name(), l1, l2)?;
-        let out = super::suppression_cuda::project(s1, s2, &r, self.eps)?;
+        let dtype = element_dtype(self.name(), &[s1.dtype(), s2.dtype()])?;
+        let out = dispatch_dtype!(dtype, T => super::suppression_cuda::project::<T>(s1, s2, &r, self.eps)?);
         Ok((out, l1.shape().clone()))
     }
 
@@ -139,12 +127,10 @@ impl CustomOp2 for Suppress {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = rows_of(self.name(), l1, l2)?.grad;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(_)) => CpuStorage::F32(x[a..b].to_vec()),
-            (CpuStorage::F16(x), CpuStorage::F16(_)) => CpuStorage::F16(x[a..b].to_vec()),
-            (CpuStorage::BF16(x), CpuStorage::BF16(_)) => CpuStorage::BF16(x[a..b].to_vec()),
-            _ => return Err(unsupported(self.name(), s1, s2)),
-        };
+        let dtype = element_dtype(self.name(), &[s1.dtype(), s2.dtype()])?;
+        let out = dispatch_dtype!(dtype, T => {
+            T::to_cpu_storage_owned(T::cpu_storage_as_slice(s1)?[a..b].to_vec())
+        });
         Ok((out, l1.shape().clone()))
     }
 
@@ -153,10 +139,12 @@ impl CustomOp2 for Suppress {
         &self,
         s1: &candle_core::CudaStorage,
         l1: &Layout,
-        _s2: &candle_core::CudaStorage,
+        s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let out = super::suppression_cuda::copy(s1, rows_of(self.name(), l1, l2)?.grad)?;
+        let rows = rows_of(self.name(), l1, l2)?.grad;
+        let dtype = element_dtype(self.name(), &[s1.dtype(), s2.dtype()])?;
+        let out = dispatch_dtype!(dtype, T => super::suppression_cuda::copy::<T>(s1, rows)?);
         Ok((out, l1.shape().clone()))
     }
 

@@ -3,32 +3,58 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::CudaDType;
 use candle_core::cuda_backend::cudarc::driver::CudaContext;
-use candle_core::{CudaStorage, DType, Result};
+use candle_core::{CudaStorage, Result};
 
 use super::suppression::Rows;
 use crate::surgery::cuda::{CudaSurgery, DeviceElement, DeviceRowProjection, DeviceRowStats};
 
-/// One loaded kernel set per CUDA context (keyed by the context's address).
+/// A loaded kernel set and how many references to its context the set itself holds.
+struct Loaded {
+    surgery: Arc<CudaSurgery>,
+    own_refs: usize,
+}
+
+impl Loaded {
+    /// Nobody but the kernel set holds the context any more (its candle device is gone).
+    fn orphaned(&self) -> bool {
+        Arc::strong_count(self.surgery.context()) <= self.own_refs
+    }
+}
+
+/// One loaded kernel set per live CUDA context (keyed by the context's address). The set holds
+/// its context, so each lookup first drops the sets whose context nobody else holds: a context
+/// stays alive past its last candle device only until the next lookup, never for the process.
 fn surgery_for(ctx: &Arc<CudaContext>) -> Result<Arc<CudaSurgery>> {
-    static LOADED: OnceLock<Mutex<HashMap<usize, Arc<CudaSurgery>>>> = OnceLock::new();
-    let key = Arc::as_ptr(ctx) as usize;
+    static LOADED: OnceLock<Mutex<HashMap<usize, Loaded>>> = OnceLock::new();
     let mut map = LOADED
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .map_err(|_| {
             candle_core::Error::Msg("dgs kernel cache poisoned by an earlier panic".into())
         })?;
-    if let Some(s) = map.get(&key) {
-        return Ok(s.clone());
+    map.retain(|_, loaded| !loaded.orphaned());
+    let key = Arc::as_ptr(ctx) as usize;
+    if let Some(loaded) = map.get(&key) {
+        return Ok(loaded.surgery.clone());
     }
-    let s = Arc::new(CudaSurgery::with_context(ctx.clone()).map_err(candle_core::Error::wrap)?);
-    map.insert(key, s.clone());
-    Ok(s)
+    let before = Arc::strong_count(ctx);
+    let surgery =
+        Arc::new(CudaSurgery::with_context(ctx.clone()).map_err(candle_core::Error::wrap)?);
+    let own_refs = Arc::strong_count(ctx) - before;
+    map.insert(
+        key,
+        Loaded {
+            surgery: surgery.clone(),
+            own_refs,
+        },
+    );
+    Ok(surgery)
 }
 
-fn run<T: DeviceElement + candle_core::cuda_backend::CudaDType>(
+/// The row projection of `g`'s rows off `h`'s, into a new buffer.
+pub(super) fn project<T: DeviceElement + CudaDType>(
     g: &CudaStorage,
     h: &CudaStorage,
     r: &Rows,
@@ -51,33 +77,14 @@ fn run<T: DeviceElement + candle_core::cuda_backend::CudaDType>(
     Ok(CudaStorage::wrap_cuda_slice(out, g.device.clone()))
 }
 
-pub(super) fn project(g: &CudaStorage, h: &CudaStorage, r: &Rows, eps: f32) -> Result<CudaStorage> {
-    match (g.dtype(), h.dtype()) {
-        (DType::F32, DType::F32) => run::<f32>(g, h, r, eps),
-        (DType::F16, DType::F16) => run::<half::f16>(g, h, r, eps),
-        (DType::BF16, DType::BF16) => run::<half::bf16>(g, h, r, eps),
-        (a, b) => candle_core::bail!(
-            "dgs-project-off-harm: expected f32, f16 or bf16 of one dtype, got {a:?} and {b:?}"
-        ),
-    }
-}
-
-pub(super) fn copy(x: &CudaStorage, (a, b): (usize, usize)) -> Result<CudaStorage> {
-    fn dup<T: DeviceElement + candle_core::cuda_backend::CudaDType>(
-        x: &CudaStorage,
-        a: usize,
-        b: usize,
-    ) -> Result<CudaStorage> {
-        let stream = x.device.cuda_stream();
-        let out = stream
-            .clone_dtod(&x.as_cuda_slice::<T>()?.slice(a..b))
-            .map_err(candle_core::Error::wrap)?;
-        Ok(CudaStorage::wrap_cuda_slice(out, x.device.clone()))
-    }
-    match x.dtype() {
-        DType::F32 => dup::<f32>(x, a, b),
-        DType::F16 => dup::<half::f16>(x, a, b),
-        DType::BF16 => dup::<half::bf16>(x, a, b),
-        d => candle_core::bail!("dgs-orthogonal-suppression: expected f32, f16 or bf16, got {d:?}"),
-    }
+/// Elements `a..b` of `x` into a new buffer.
+pub(super) fn copy<T: DeviceElement + CudaDType>(
+    x: &CudaStorage,
+    (a, b): (usize, usize),
+) -> Result<CudaStorage> {
+    let stream = x.device.cuda_stream();
+    let out = stream
+        .clone_dtod(&x.as_cuda_slice::<T>()?.slice(a..b))
+        .map_err(candle_core::Error::wrap)?;
+    Ok(CudaStorage::wrap_cuda_slice(out, x.device.clone()))
 }

@@ -4,8 +4,16 @@
 //! magnitude the reference computed it at (see [`reference`](crate::surgery::reference)):
 //! `atol` covers f32 arithmetic, `rtol` the final rounding to the storage type and `floor` the
 //! spacing of its subnormals. NaN must meet NaN and an infinity the same infinity.
+//!
+//! The rule is an [`approx`] comparison: a [`Tolerance`] is the epsilon of `f64` against
+//! [`AtScale`] (a reference value with its scale), so a single value reads
+//! `assert_abs_diff_eq!(got, want, epsilon = Tolerance::for_dtype(DType::F16))`, and a slice of
+//! `f64` against a slice of [`AtScale`] compares element by element. [`compare`] applies the
+//! same trait to whole vectors and reports the worst mismatches.
 
 use std::fmt;
+
+use approx::AbsDiffEq;
 
 use crate::surgery::element::DType;
 use crate::surgery::reference::Scaled;
@@ -48,6 +56,33 @@ impl Tolerance {
 
     pub fn bound(&self, expected: f64, scale: f64) -> f64 {
         self.floor + self.atol * scale + self.rtol * expected.abs()
+    }
+}
+
+/// One reference value and the magnitude of the terms it was computed from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AtScale {
+    pub value: f64,
+    pub scale: f64,
+}
+
+impl PartialEq<AtScale> for f64 {
+    fn eq(&self, expected: &AtScale) -> bool {
+        *self == expected.value
+    }
+}
+
+/// `got ≈ expected` within a [`Tolerance`]: the project's rule as an `approx` comparison.
+impl AbsDiffEq<AtScale> for f64 {
+    type Epsilon = Tolerance;
+
+    /// Values computed and stored in f32.
+    fn default_epsilon() -> Tolerance {
+        Tolerance::for_dtype(DType::F32)
+    }
+
+    fn abs_diff_eq(&self, expected: &AtScale, tol: Tolerance) -> bool {
+        tol.allows(*self, expected.value, expected.scale)
     }
 }
 
@@ -116,14 +151,9 @@ pub fn compare(got: &[f64], expected: &Scaled, tol: Tolerance) -> Report {
         r.worst_ratio = f64::INFINITY;
         return r;
     }
-    for (i, ((&g, &e), &s)) in got
-        .iter()
-        .zip(&expected.values)
-        .zip(&expected.scale)
-        .enumerate()
-    {
-        let bound = tol.bound(e, s);
-        let ok = tol.allows(g, e, s);
+    for (i, (&g, want)) in got.iter().zip(expected.iter()).enumerate() {
+        let (e, bound) = (want.value, tol.bound(want.value, want.scale));
+        let ok = g.abs_diff_eq(&want, tol);
         let ratio = if g.is_finite() && e.is_finite() {
             r.max_abs_err = r.max_abs_err.max((g - e).abs());
             (g - e).abs() / bound
@@ -154,4 +184,54 @@ pub fn compare(got: &[f64], expected: &Scaled, tol: Tolerance) -> Report {
 /// Widen stored elements for [`compare`].
 pub fn to_f64<T: crate::surgery::Element>(v: &[T]) -> Vec<f64> {
     v.iter().map(|e| e.to_f64()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use approx::{abs_diff_eq, assert_abs_diff_eq};
+
+    use super::*;
+
+    fn at(value: f64, scale: f64) -> AtScale {
+        AtScale { value, scale }
+    }
+
+    #[test]
+    fn the_rule_reads_as_an_approx_comparison() {
+        let bf16 = Tolerance::for_dtype(DType::BF16);
+        // Within rtol·|ref| + atol·scale, with the reference's scale, not the value's.
+        assert_abs_diff_eq!(1.003, at(1.0, 1.0), epsilon = bf16);
+        assert!(!abs_diff_eq!(1.005, at(1.0, 1.0), epsilon = bf16));
+        assert_abs_diff_eq!(1e-3, at(0.0, 1000.0), epsilon = bf16);
+        assert!(!abs_diff_eq!(1e-3, at(0.0, 100.0), epsilon = bf16));
+        // The f32 default is far tighter.
+        assert!(!abs_diff_eq!(1.003, at(1.0, 1.0)));
+        // NaN meets only NaN, an infinity only the same infinity.
+        assert_abs_diff_eq!(f64::NAN, at(f64::NAN, 1.0), epsilon = bf16);
+        assert!(!abs_diff_eq!(0.0, at(f64::NAN, 1.0), epsilon = bf16));
+        assert!(!abs_diff_eq!(
+            f64::INFINITY,
+            at(f64::NEG_INFINITY, 1.0),
+            epsilon = bf16
+        ));
+        // Slices compare element by element.
+        let want = [at(1.0, 1.0), at(-2.0, 3.0)];
+        assert_abs_diff_eq!([1.001, -2.004][..], want[..], epsilon = bf16);
+        assert!(!abs_diff_eq!([1.001, -2.1][..], want[..], epsilon = bf16));
+    }
+
+    #[test]
+    fn compare_reports_what_the_trait_decides() {
+        let expected = Scaled {
+            values: vec![1.0, 2.0, f64::NAN],
+            scale: vec![1.0, 2.0, 1.0],
+        };
+        let tol = Tolerance::for_dtype(DType::F16);
+        let report = compare(&[1.0, 2.5, f64::NAN], &expected, tol);
+        assert_eq!((report.compared, report.failures), (3, 1));
+        assert_eq!(report.first[0].index, 1);
+        for (i, (g, w)) in [1.0, 2.5, f64::NAN].iter().zip(expected.iter()).enumerate() {
+            assert_eq!(g.abs_diff_eq(&w, tol), i != 1);
+        }
+    }
 }

@@ -1,12 +1,18 @@
-// The numbers the Rust launch code and the CUDA kernels must agree on, defined once. build.rs
+// The numbers the Rust launch code and the CUDA kernels (all of `kernels/`, the surgery ops' and
+// the transformer layer's) must agree on, defined once. build.rs
 // includes this file and writes each value into `dgs_contract.cuh`, which every kernel includes;
 // the kernels `static_assert` what they were written for (argument sizes, stamped K), and the
 // Rust side asserts its argument structs at compile time — so a mismatch fails the build.
 // (Plain `pub const` items only: build.rs includes the file as it is.)
 
-/// Elements per work item of the tensor-list kernels, and per chunk of the CPU backend (whose
-/// results the kernels reproduce bit for bit).
+/// Elements per chunk of the CPU backend's tensor-list passes (its results do not depend on the
+/// thread count because the chunks, not the threads, fix the summation order).
 pub const CHUNK: usize = 65536;
+
+/// Elements per work item (one block) of the tensor-list kernels. Small enough that a pass over a
+/// model's gradients is many waves of blocks on the largest GPUs (a 100 M-element list is 6104
+/// items, ≈ 6 waves of 256-thread blocks on 132 SMs), so the last, partly filled wave costs little.
+pub const LIST_ITEM: usize = 16384;
 
 /// Most operands (K) one Gram, combine or PCGrad pass takes.
 pub const MAX_OPERANDS: usize = 8;
@@ -24,3 +30,23 @@ pub const TRANSFORM_BITS: u32 = 4;
 
 /// Bytes of the tensor-list table passed by value: four device addresses, then two `i32`.
 pub const LIST_TABLE_BYTES: usize = 40;
+
+/// Bytes of the row kernel's argument struct (`RowwiseArgs`): five device addresses, the row
+/// count, then two `i32` and two `f32`.
+pub const ROWWISE_ARGS_BYTES: usize = 64;
+
+/// Bytes of the K-direction kernel's argument struct (`MultiDirArgs`): x, `MAX_DIRECTIONS`
+/// direction addresses, workspace and kept-count addresses, the row count, then three `i32` and
+/// one `f32`.
+pub const MULTI_DIR_ARGS_BYTES: usize = 8 * (MAX_DIRECTIONS + 4) + 16;
+
+/// Alignment of every argument struct (they hold 8-byte addresses).
+pub const ARGS_ALIGN: usize = 8;
+
+/// Bytes of the dropout kernel's argument struct (`DropoutArgs`): two device addresses, the
+/// element count and the stream start, then five `u32` and one `f32`.
+pub const DROPOUT_ARGS_BYTES: usize = 56;
+
+/// Bytes of the attention kernels' argument struct (`AttentionArgs`): ten device addresses, four
+/// stride triples of `i64`, then five `i32`-sized fields and one reserved.
+pub const ATTENTION_ARGS_BYTES: usize = 10 * 8 + 4 * 24 + 6 * 4;

@@ -10,6 +10,7 @@ use crate::surgery::args::{
     MultiProjection, Operand, RowProjection, RowStatsMut, check_combine, check_gram,
     check_multi_projection, check_row_projection,
 };
+use crate::surgery::compare::AtScale;
 use crate::surgery::element::Element;
 use crate::surgery::error::Result;
 use crate::surgery::transform::Transform;
@@ -32,6 +33,22 @@ impl Scaled {
     fn push(&mut self, value: f64, scale: f64) {
         self.values.push(value);
         self.scale.push(scale);
+    }
+
+    /// Value `i` with its scale.
+    pub fn at(&self, i: usize) -> AtScale {
+        AtScale {
+            value: self.values[i],
+            scale: self.scale[i],
+        }
+    }
+
+    /// Every value with its scale, in order.
+    pub fn iter(&self) -> impl Iterator<Item = AtScale> + '_ {
+        self.values
+            .iter()
+            .zip(&self.scale)
+            .map(|(&value, &scale)| AtScale { value, scale })
     }
 }
 

@@ -27,7 +27,8 @@
 //!
 //! This is the CPU implementation (f32 arithmetic; f16/bf16 operands are widened on entry and the
 //! output rounded once). On CUDA the layer still runs as tensor ops under candle's autograd
-//! (`clip::layer_ops`) until the CUDA kernels of this op land.
+//! (`clip::layer_ops`) until the CUDA kernels of this op land; the first of them, dropout with
+//! the same Philox masks, is in the `cuda` module (feature `cuda-kernels`, docs/kernels.md).
 
 mod activation;
 mod cpu;
@@ -35,10 +36,12 @@ mod cpu_attention;
 mod cpu_gemm;
 mod cpu_lora;
 mod cpu_rows;
+#[cfg(feature = "cuda-kernels")]
+pub mod cuda;
 mod dims;
 mod fast_exp;
 mod outputs;
-mod philox;
+pub(crate) mod philox;
 mod slices;
 mod weights;
 

@@ -57,6 +57,16 @@ impl MaskStream {
         }
     }
 
+    /// The generator's third counter word: `layer << 2 | projection`.
+    pub fn layer_projection(&self) -> u32 {
+        self.layer_projection
+    }
+
+    /// Keep an element when the top 24 bits of its word are at least this.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
     /// Keep decisions for elements `4q .. 4q + 4` (one generator call).
     pub fn keep4(&self, quad: u64) -> [bool; 4] {
         let words = philox4x32(
@@ -107,6 +117,17 @@ mod tests {
             ),
             [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
         );
+    }
+
+    /// The first keep decisions of one stream, as kernels/dropout.cu's mapping gives them (its
+    /// generator and element mapping compiled as host code): pins the mapping both sides share.
+    #[test]
+    fn the_stream_mapping_matches_the_kernels() {
+        let stream = MaskStream::new(DropoutKey { seed: 7, step: 3 }, 5, 1, 0.8);
+        let mut keep = [false; 16];
+        stream.fill(0, &mut keep);
+        let shown: String = keep.iter().map(|&k| if k { '1' } else { '0' }).collect();
+        assert_eq!(shown, "0000000000110000");
     }
 
     #[test]

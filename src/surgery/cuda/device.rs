@@ -15,6 +15,7 @@ pub use crate::surgery::element::Element as DeviceElement;
 
 /// Fatbins built by build.rs (sm_80 + sm_90 machine code, compute_90 PTX).
 const ROWWISE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rowwise.fatbin"));
+const MULTI_DIR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/multi_dir.fatbin"));
 const GRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gram.fatbin"));
 const COMBINE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/combine.fatbin"));
 const PCGRAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pcgrad.fatbin"));
@@ -31,7 +32,7 @@ pub(super) struct Kernels {
 }
 
 /// The one place a storage type selects its kernel.
-pub(super) fn dtype_index(d: DType) -> usize {
+pub(crate) fn dtype_index(d: DType) -> usize {
     match d {
         DType::F32 => 0,
         DType::F16 => 1,
@@ -60,8 +61,8 @@ impl CudaSurgery {
             ctx.load_module(Ptx::from_binary(image.to_vec()))
                 .map_err(driver(OP))
         };
-        let (rows, gram, combine, pcgrad) =
-            (load(ROWWISE)?, load(GRAM)?, load(COMBINE)?, load(PCGRAD)?);
+        let (rows, multi_dir) = (load(ROWWISE)?, load(MULTI_DIR)?);
+        let (gram, combine, pcgrad) = (load(GRAM)?, load(COMBINE)?, load(PCGRAD)?);
         let f = |m: &Arc<cudarc::driver::CudaModule>, name: String| {
             m.load_function(&name).map_err(driver(OP))
         };
@@ -82,7 +83,7 @@ impl CudaSurgery {
         };
         let k = Kernels {
             dgs_rows: per_dtype(&rows, "dgs_rows")?,
-            project_rows_multi: per_dtype(&rows, "project_rows_multi")?,
+            project_rows_multi: per_dtype(&multi_dir, "project_rows_multi")?,
             gram_partials: [gram_k("f32")?, gram_k("f16")?, gram_k("bf16")?],
             gram_finish: f(&gram, "gram_finish".into())?,
             combine: per_dtype(&combine, "combine")?,

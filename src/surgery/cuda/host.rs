@@ -8,14 +8,14 @@ use cudarc::driver::{CudaSlice, CudaStream, CudaView, DeviceRepr, ValidAsZeroBit
 
 use super::device::{CudaSurgery, DeviceElement};
 use super::error::{CudaResult, CudaSurgeryError, driver};
-use super::lists::{OutputList, TensorLists};
-use super::rows::{DeviceRowProjection, DeviceRowStats};
+use super::rowwise::{DeviceRowProjection, DeviceRowStats};
+use super::tensor_list::{OutputList, TensorLists};
 use crate::surgery::args::{
     MultiProjection, Operand, RowProjection, RowStatsMut, check_combine, check_gram,
     check_multi_projection, check_row_projection,
 };
 use crate::surgery::backend::HostBackend;
-use crate::surgery::error::{Result, SurgeryError};
+use crate::surgery::error::{BackendFailure, Result, SurgeryError};
 use crate::surgery::solve::Gram;
 use crate::surgery::transform::Transform;
 
@@ -46,7 +46,7 @@ fn host_error(e: CudaSurgeryError) -> SurgeryError {
         CudaSurgeryError::Arguments(a) => a,
         other => SurgeryError::Backend {
             backend: "cuda",
-            message: other.to_string(),
+            source: BackendFailure::new(other),
         },
     }
 }
@@ -302,5 +302,33 @@ impl HostBackend for CudaBackend {
         check_combine("cuda combine", &out_lens, out_term, operands, weights)?;
         self.run_combine(out, out_term, operands, weights)
             .map_err(host_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_failure_reaches_the_caller_typed() {
+        let err = host_error(CudaSurgeryError::NoCudaDevice("device 3: gone".into()));
+        let SurgeryError::Backend { backend, source } = &err else {
+            panic!("expected a backend failure, got {err:?}");
+        };
+        assert_eq!(*backend, "cuda");
+        assert!(matches!(
+            source.downcast_ref::<CudaSurgeryError>(),
+            Some(CudaSurgeryError::NoCudaDevice(m)) if m == "device 3: gone"
+        ));
+        assert_eq!(
+            err.to_string(),
+            "cuda backend: no CUDA device: device 3: gone"
+        );
+    }
+
+    #[test]
+    fn argument_errors_stay_argument_errors() {
+        let args = SurgeryError::ZeroDim { op: "op", rows: 2 };
+        assert_eq!(host_error(CudaSurgeryError::Arguments(args.clone())), args);
     }
 }

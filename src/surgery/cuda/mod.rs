@@ -8,20 +8,26 @@
 //! - [`CudaBackend`]: the same ops on host slices (copy in, run, copy out), the form the shared
 //!   test bodies and `dgs self-check --device cuda` use.
 //!
-//! No op synchronises the host; arguments are checked before any launch with the same errors as
+//! One module per op, named as in docs/kernels.md (which also explains the kernels' design and
+//! the Rust–CUDA contract). No op synchronises the host; arguments are checked before any launch with the same errors as
 //! the CPU backend; every launch error is returned. Without a driver or device,
 //! [`CudaSurgery::new`] returns [`CudaSurgeryError::NoCudaDevice`].
 
-pub mod baseline;
-mod device;
-mod error;
+mod combine;
+pub(crate) mod device;
+pub(crate) mod error;
+mod gram;
 mod host;
-mod lists;
-mod rows;
+pub(crate) mod launch;
+mod multi_dir;
+mod pcgrad;
+mod rowwise;
+mod tensor_list;
 
 pub use cudarc;
 pub use device::{CudaSurgery, DeviceElement};
 pub use error::{CudaResult, CudaSurgeryError};
 pub use host::CudaBackend;
-pub use lists::{OutputList, PcGradScratch, TensorLists};
-pub use rows::{DeviceRowProjection, DeviceRowStats};
+pub use pcgrad::PcGradScratch;
+pub use rowwise::{DeviceRowProjection, DeviceRowStats};
+pub use tensor_list::{OutputList, TensorLists};

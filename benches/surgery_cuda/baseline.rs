@@ -1,22 +1,32 @@
 //! What the benchmarks compare our kernels with, in the same run (kernels/baseline.cu): an empty
 //! launch, and the unfused multi-kernel versions of each op — one kernel per formula step for the
 //! row projection (as eager PyTorch runs the official hook), flatten + one dot product per pair
-//! for the Gram matrix, one axpy launch per operand for combine. Not used by the library's ops.
+//! for the Gram matrix, one axpy launch per operand for combine. Benchmark-only: the library
+//! neither loads nor exports these kernels; build.rs compiles them with the others.
 
 use std::sync::Arc;
 
-use cudarc::driver::{
+use dgs::surgery::DType;
+use dgs::surgery::cuda::cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
-    LaunchConfig, PushKernelArg,
+    DriverError, LaunchConfig, PushKernelArg,
 };
-use cudarc::nvrtc::Ptx;
-
-use super::device::{CudaSurgery, DeviceElement, dtype_index};
-use super::error::{CudaResult, driver};
+use dgs::surgery::cuda::cudarc::nvrtc::Ptx;
+use dgs::surgery::cuda::{CudaSurgery, DeviceElement};
 
 const BASELINE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/baseline.fatbin"));
-const OP: &str = "cuda baseline";
 const THREADS: u32 = 256;
+
+type CudaResult<T> = Result<T, DriverError>;
+
+/// The kernel of each storage type, in the order the `per` loader fills the arrays.
+fn dtype_index(d: DType) -> usize {
+    match d {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+    }
+}
 
 pub struct Baselines {
     empty: CudaFunction,
@@ -54,9 +64,8 @@ impl Baselines {
     pub fn new(surgery: &CudaSurgery) -> CudaResult<Self> {
         let m = surgery
             .context()
-            .load_module(Ptx::from_binary(BASELINE.to_vec()))
-            .map_err(driver(OP))?;
-        let f = |name: &str| m.load_function(name).map_err(driver(OP));
+            .load_module(Ptx::from_binary(BASELINE.to_vec()))?;
+        let f = |name: &str| m.load_function(name);
         let per = |base: &str| -> CudaResult<[CudaFunction; 3]> {
             Ok([
                 f(&format!("{base}_f32"))?,
@@ -85,7 +94,7 @@ impl Baselines {
             shared_mem_bytes: 0,
         };
         // SAFETY: `empty_kernel` takes no arguments and touches no memory.
-        unsafe { stream.launch_builder(&self.empty).launch(cfg) }.map_err(driver(OP))?;
+        unsafe { stream.launch_builder(&self.empty).launch(cfg) }?;
         Ok(())
     }
 
@@ -122,8 +131,7 @@ impl Baselines {
                 .arg(&tp)
                 .arg(&n)
                 .launch(elementwise(rows * dim))
-        }
-        .map_err(driver(OP))?;
+        }?;
         unsafe {
             stream
                 .launch_builder(&self.norms)
@@ -131,8 +139,7 @@ impl Baselines {
                 .arg(&np)
                 .arg(&dim_i)
                 .launch(per_row(rows))
-        }
-        .map_err(driver(OP))?;
+        }?;
         unsafe {
             stream
                 .launch_builder(&self.scale_rows)
@@ -142,8 +149,7 @@ impl Baselines {
                 .arg(&n)
                 .arg(&dim_i)
                 .launch(elementwise(rows * dim))
-        }
-        .map_err(driver(OP))?;
+        }?;
         unsafe {
             stream
                 .launch_builder(&self.row_dots[d])
@@ -152,8 +158,7 @@ impl Baselines {
                 .arg(&dp)
                 .arg(&dim_i)
                 .launch(per_row(rows))
-        }
-        .map_err(driver(OP))?;
+        }?;
         unsafe {
             stream
                 .launch_builder(&self.sub_scaled[d])
@@ -163,8 +168,7 @@ impl Baselines {
                 .arg(&n)
                 .arg(&dim_i)
                 .launch(elementwise(rows * dim))
-        }
-        .map_err(driver(OP))?;
+        }?;
         Ok(())
     }
 
@@ -203,8 +207,7 @@ impl Baselines {
                 .arg(&pp)
                 .arg(&n)
                 .launch(blocks)
-        }
-        .map_err(driver(OP))?;
+        }?;
         // SAFETY: as above.
         unsafe {
             stream
@@ -213,8 +216,7 @@ impl Baselines {
                 .arg(&count)
                 .arg(&op)
                 .launch(one)
-        }
-        .map_err(driver(OP))?;
+        }?;
         Ok(())
     }
 
@@ -239,8 +241,7 @@ impl Baselines {
                 .arg(&w)
                 .arg(&n)
                 .launch(elementwise(v.len()))
-        }
-        .map_err(driver(OP))?;
+        }?;
         Ok(())
     }
 }
@@ -255,9 +256,7 @@ pub fn flatten_into<T: DeviceElement>(
     let mut off = 0;
     for t in list {
         let n = t.len();
-        stream
-            .memcpy_dtod(t, &mut flat.slice_mut(off..off + n))
-            .map_err(driver(OP))?;
+        stream.memcpy_dtod(t, &mut flat.slice_mut(off..off + n))?;
         off += n;
     }
     Ok(())

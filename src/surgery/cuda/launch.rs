@@ -1,0 +1,62 @@
+//! What every launch shares: the one place a launch configuration is built, the check that a size
+//! fits the kernels' `int`, and the transform codes of the contract.
+
+use cudarc::driver::LaunchConfig;
+
+use super::error::{CudaResult, CudaSurgeryError};
+use crate::surgery::contract;
+use crate::surgery::transform::Transform;
+
+/// A one-dimensional launch of `blocks` blocks (at least one, at most the grid's x limit; the
+/// kernels loop over further work) of `threads` threads, with no dynamic shared memory.
+pub(crate) fn launch_config(blocks: usize, threads: u32) -> LaunchConfig {
+    const MAX_GRID_X: usize = (1 << 31) - 1;
+    LaunchConfig {
+        grid_dim: (blocks.clamp(1, MAX_GRID_X) as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// `v` as the kernels' `int`, or [`CudaSurgeryError::TooLarge`].
+pub(super) fn to_i32(op: &'static str, what: &'static str, v: usize) -> CudaResult<i32> {
+    i32::try_from(v).map_err(|_| CudaSurgeryError::TooLarge {
+        op,
+        what,
+        got: v,
+        max: i32::MAX as usize,
+    })
+}
+
+/// The kernels' code for a transform (`TransformCode` in the generated contract header).
+pub(super) fn transform_code(t: Transform) -> i32 {
+    match t {
+        Transform::Identity => contract::TRANSFORM_IDENTITY,
+        Transform::Relu => contract::TRANSFORM_RELU,
+        Transform::NegativePart => contract::TRANSFORM_NEGATIVE_PART,
+    }
+}
+
+/// Threads per row for the row kernels: enough 16-byte vectors of `T` to cover a row of `dim`
+/// once, in whole warps, 32..=256.
+pub(super) fn row_threads<T>(dim: usize) -> u32 {
+    let per_vec = 16 / size_of::<T>();
+    let vectors = dim.div_ceil(per_vec).max(1);
+    (vectors.div_ceil(32) * 32).clamp(32, 256) as u32
+}
+
+/// Declares a `#[repr(C)]` struct a kernel argument passed by value, and checks at compile time
+/// its size against the contract constant the kernel `static_assert`s (`$bytes`) and its
+/// alignment against [`ARGS_ALIGN`](crate::surgery::contract::ARGS_ALIGN), so a field added on
+/// one side only fails the build.
+macro_rules! kernel_args {
+    ($name:ident, $bytes:expr) => {
+        // SAFETY: `$name` is `repr(C)` with the field order and types of the kernel's struct of
+        // the same name; size and alignment are asserted just below against the numbers the
+        // kernel asserts too, so its bytes are a valid kernel argument.
+        unsafe impl cudarc::driver::DeviceRepr for $name {}
+        const _: () = assert!(size_of::<$name>() == $bytes);
+        const _: () = assert!(align_of::<$name>() == $crate::surgery::contract::ARGS_ALIGN);
+    };
+}
+pub(crate) use kernel_args;
