@@ -8,9 +8,8 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dgs::half::{bf16, f16};
 use dgs::surgery::cuda::cudarc::driver::{CudaSlice, CudaStream, CudaView};
 use dgs::surgery::cuda::{
@@ -22,8 +21,11 @@ use dgs::surgery::{Element, Gram, Reduction, Transform, solve};
 
 #[path = "surgery_cuda/baseline.rs"]
 mod baseline;
+#[path = "common/cuda_timing.rs"]
+mod cuda_timing;
 
 use baseline::{Baselines, DOT_BLOCKS, flatten_into};
+use cuda_timing::timed;
 
 struct Gpu {
     surgery: CudaSurgery,
@@ -31,30 +33,13 @@ struct Gpu {
     stream: Arc<CudaStream>,
 }
 
-/// Time `iters` calls of `f` on the stream, synchronising once at the end.
-fn timed(b: &mut Bencher<'_>, stream: &CudaStream, mut f: impl FnMut()) {
-    b.iter_custom(|iters| {
-        stream.synchronize().expect("stream");
-        let t = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        stream.synchronize().expect("stream");
-        t.elapsed()
-    });
-}
-
-fn group<'a>(
-    c: &'a mut Criterion,
+/// `cuda_timing::group` with the fused op's bytes as the throughput.
+fn group(
+    c: &mut Criterion,
     name: String,
     bytes: usize,
-) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
-    let mut g = c.benchmark_group(name);
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .throughput(Throughput::Bytes(bytes as u64));
-    g
+) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+    cuda_timing::group(c, name, Throughput::Bytes(bytes as u64))
 }
 
 /// A device copy of `bytes / 2` bytes (so its read + write traffic equals `bytes`).

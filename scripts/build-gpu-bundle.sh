@@ -57,7 +57,9 @@ for line in sys.stdin:
 # only our kernels, so they are built without candle's CUDA backend (a fraction of the size).
 # Test files that need candle's CUDA backend say `feature = "cuda"`; they travel with --train.
 names() { xargs -r -n1 basename | sed 's/\.rs$//'; }
-mapfile -t gpu_tests < <(grep -l 'backend_tests!\|dgs_gpu_tests' tests/*.rs | names)
+# A test's GPU cases may live in a module file under tests/NAME/: it counts for tests/NAME.rs.
+mapfile -t gpu_tests < <(grep -rl 'backend_tests!\|dgs_gpu_tests' tests --include='*.rs' |
+  grep -v '^tests/common/' | sed -E 's|^tests/([^/]+)/.*|tests/\1.rs|' | sort -u | names)
 mapfile -t candle_tests < <(grep -l 'feature = "cuda"' tests/*.rs | names)
 kernel_tests=()
 for t in "${gpu_tests[@]}"; do
@@ -65,7 +67,8 @@ for t in "${gpu_tests[@]}"; do
 done
 copy_tests cuda-kernels "${kernel_tests[@]}"
 [ "$TRAIN" = 1 ] && copy_tests cuda "${candle_tests[@]}"
-CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bench surgery_cuda --message-format=json 2>/dev/null |
+CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bench surgery_cuda \
+    --bench attention_cuda --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys, shutil
 for line in sys.stdin:
@@ -73,9 +76,10 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "surgery_cuda":
-        shutil.copy(m["executable"], ".carry/bin/surgery_cuda")
-        print("bench binary: .carry/bin/surgery_cuda")
+    name = m.get("target", {}).get("name")
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and name in ("surgery_cuda", "attention_cuda"):
+        shutil.copy(m["executable"], ".carry/bin/" + name)
+        print("bench binary: .carry/bin/" + name)
 '
 CARGO_TARGET_DIR=$TARGET cargo build --release --features cuda-kernels --bin dgs
 cp "$TARGET/release/dgs" .carry/bin/dgs

@@ -11,7 +11,8 @@
 #   3. with a --train bundle: `dgs bench step` (ViT-B/32 and ViT-L/14, batch 32, f32 and bf16),
 #      the official PyTorch training step on the same sizes, and their ratios,
 #   4. with a --train bundle: `dgs demo --device cuda` (train + evaluate the demo on the GPU),
-#   5. the kernel benchmarks (criterion) and the PyTorch kernel reference, and their ratios,
+#   5. the kernel benchmarks (criterion: surgery, fused attention) and the PyTorch kernel
+#      reference (surgery, SDPA), and their ratios,
 #   (profile) one ViT-L/14 bf16 DGS step under ncu and the PyTorch step under torch.profiler,
 # then a short table. Logs go to $OUT (default ./gpu-out): summary.txt, dgs_step.json, torch_step.json and
 # gpu-logs.tar.gz (every log, the criterion estimates).
@@ -120,6 +121,7 @@ fi
 
 # 5. Kernel benchmarks and the PyTorch kernel reference.
 want kernels && part bench 240 env CRITERION_HOME="$LOGS/criterion" "$CARRY/bin/surgery_cuda" --bench
+want kernels && part bench-attention 90 env CRITERION_HOME="$LOGS/criterion" "$CARRY/bin/attention_cuda" --bench
 if want kernels; then
   python3 "$CARRY/bench-summary.py" "$LOGS/criterion" > "$LOGS/bench-summary.txt" 2>&1 || true
   part torch 120 "$PY" "$CARRY/torch_reference.py" --json "$LOGS/torch.json"

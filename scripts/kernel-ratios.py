@@ -47,3 +47,24 @@ if f and c:
 t = torch.get("pcgrad", {}).get("f16", {}).get("K4x100M")
 if f and t:
     print(f"{'pcgrad f16 4x100M: torch reference / fused':<44} {t/f:10.2f}  >= 10")
+
+# Fused attention (benches/attention_cuda.rs) against PyTorch's fastest SDPA backend, with the
+# achieved rate (criterion's throughput for these groups is the FLOP count).
+def group_flops(group):
+    for root, _, files in os.walk(os.path.join(out, "criterion")):
+        if "benchmark.json" in files:
+            meta = json.load(open(os.path.join(root, "benchmark.json")))
+            if meta["group_id"] == group and meta.get("throughput"):
+                return meta["throughput"].get("Elements")
+    return None
+for tag, parts in torch.get("attention", {}).items():
+    for part, target in (("forward", None), ("forward_backward", 1.0)):
+        ours = crit(f"cuda_attention_{part}/bf16/{tag}", "fused")
+        theirs = parts.get(part, {})
+        if not ours or not theirs:
+            continue
+        best = min(theirs, key=theirs.get)
+        flops = group_flops(f"cuda_attention_{part}/bf16/{tag}")
+        rate = f" ({flops / ours / 1e6:.1f} TFLOP/s)" if flops else ""
+        goal = f"  >= {target}" if target and tag.startswith("vit-l14") else ""
+        print(f"{'attention '+part+' '+tag+': torch '+best+' / fused':<44} {theirs[best]/ours:10.2f}{goal}{rate}")

@@ -9,8 +9,11 @@
 - PCGrad: the usual public implementation: flatten each task's gradients, for each task visit
   the others in random order with one torch.dot each and a host-side `if dot < 0` (a device
   sync per pair), project, then average.
+- Attention: torch.nn.functional.scaled_dot_product_attention, bf16, forward and forward +
+  backward, with PyTorch's default choice and with each backend forced (cuDNN, flash,
+  memory-efficient, math), at the shapes of benches/attention_cuda.rs.
 
-Sizes mirror benches/surgery_cuda.rs. Prints a table and, with --json PATH, writes the medians
+Sizes mirror benches/surgery_cuda.rs and benches/attention_cuda.rs. Prints a table and, with --json PATH, writes the medians
 (microseconds) for scripts/gpu-check.sh to set beside our kernels.
 """
 import argparse
@@ -102,6 +105,43 @@ def pcgrad(ls, seed=7):
     return torch.stack(projected).mean(dim=0)
 
 
+# (name, batch, heads, t, causal): as in benches/attention_cuda.rs.
+ATTENTION_SHAPES = [("vit-l14", 32, 16, 257, False), ("vit-b32", 32, 12, 50, False), ("text", 32, 12, 77, True)]
+
+
+def attention(name, b, h, t, causal, iters):
+    """Medians (µs) of SDPA forward and forward + backward, per backend ("default" = PyTorch's
+    own choice); a backend that refuses the shape is left out."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    import torch.nn.functional as F
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, d_o = (torch.randn(b, h, t, 64, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
+    for x in (q, k, v):
+        x.requires_grad_(True)
+
+    def fwd():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.125)
+
+    def fwd_bwd():
+        torch.autograd.grad(fwd(), (q, k, v), d_o)
+
+    backends = {"default": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    res = {"forward": {}, "forward_backward": {}}
+    for label, backend in backends.items():
+        for part, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
+            try:
+                if backend is None:
+                    res[part][label] = timed(fn, iters)
+                else:
+                    with sdpa_kernel([backend]):
+                        res[part][label] = timed(fn, iters)
+            except RuntimeError as e:
+                res.setdefault("refused", {})[label] = str(e).splitlines()[0][:120]
+    return res
+
+
 def copy_us(nbytes, iters):
     src = torch.empty(nbytes // 2, device="cuda", dtype=torch.uint8)
     dst = torch.empty_like(src)
@@ -136,11 +176,19 @@ def main():
         del ls, out
         torch.cuda.empty_cache()
     res["copy"]["256MiB"] = copy_us(256 << 20, 10)
+    res["attention"] = {}
+    for name, b, h, t, causal in ATTENTION_SHAPES:
+        tag = f"{name}/B{b}xH{h}xT{t}" + ("/causal" if causal else "")
+        res["attention"][tag] = attention(name, b, h, t, causal, 5 if args.quick else 20)
     print(f"torch {res['torch']} on {res['device']}")
     for op in ("rows", "gram", "combine", "pcgrad"):
         for dt, sizes in res[op].items():
             for size, us in sizes.items():
                 print(f"torch {op:<8} {dt:<5} {size:<12} {us:12.1f} us")
+    for tag, parts in res["attention"].items():
+        for part in ("forward", "forward_backward"):
+            for backend, us in parts[part].items():
+                print(f"torch attention {tag:<28} {part:<17} {backend:<9} {us:10.1f} us")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -1,6 +1,7 @@
 //! The float64 attention reference (`dgs::ops::attention::reference`): its gradients against
 //! central differences of its own forward, and its forward and gradients against attention
-//! written as candle tensor ops under autograd (f64), causal and not, at awkward lengths.
+//! written as candle tensor ops under autograd (f64), causal and not, at awkward lengths; with
+//! `cuda-kernels`, the fused CUDA kernels against it (`attention/cuda.rs`, GPU cases).
 
 mod common;
 
@@ -127,3 +128,7 @@ fn equals_the_materialised_tensor_op_attention() {
         );
     }
 }
+
+#[cfg(feature = "cuda-kernels")]
+#[path = "attention/cuda.rs"]
+mod cuda;

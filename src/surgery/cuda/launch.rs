@@ -60,3 +60,13 @@ macro_rules! kernel_args {
     };
 }
 pub(crate) use kernel_args;
+
+/// A launch over a three-dimensional grid of `threads`-thread blocks, no dynamic shared memory.
+/// Each extent must be at least 1 and within the device's limits (callers check them).
+pub(crate) fn grid_config(grid: (u32, u32, u32), threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: grid,
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
