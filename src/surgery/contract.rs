@@ -50,3 +50,17 @@ pub const DROPOUT_ARGS_BYTES: usize = 56;
 /// Bytes of the attention kernels' argument struct (`AttentionArgs`): ten device addresses, four
 /// stride triples of `i64`, then five `i32`-sized fields and one reserved.
 pub const ATTENTION_ARGS_BYTES: usize = 10 * 8 + 4 * 24 + 6 * 4;
+
+/// Bytes of the layer's row kernels' argument struct (`RowsArgs`): six device addresses, the
+/// row count, then three `i32`-sized fields and one reserved.
+pub const ROWS_ARGS_BYTES: usize = 6 * 8 + 8 + 4 * 4;
+
+/// Widest row the layer-norm kernels hold in registers (128 threads × four 16-byte vectors of
+/// f32; CLIP's widths are 512 to 1280).
+pub const LAYER_NORM_MAX_COLS: usize = 2048;
+
+/// Codes of the MLP activations (`ops::block::Activation`).
+pub const ACTIVATION_QUICK_GELU: i32 = 0;
+pub const ACTIVATION_GELU: i32 = 1;
+pub const ACTIVATION_GELU_TANH: i32 = 2;
+pub const ACTIVATION_RELU: i32 = 3;

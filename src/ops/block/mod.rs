@@ -35,7 +35,8 @@ mod cpu;
 mod cpu_attention;
 mod cpu_gemm;
 mod cpu_lora;
-mod cpu_rows;
+/// The layer's row-wise pieces on the CPU: the twins the CUDA row kernels are tested against.
+pub mod cpu_rows;
 #[cfg(feature = "cuda-kernels")]
 pub mod cuda;
 mod dims;

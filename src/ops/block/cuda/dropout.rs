@@ -98,13 +98,7 @@ fn check(
     out_len: usize,
     d: &DeviceDropout,
 ) -> CudaResult<()> {
-    if !Arc::ptr_eq(stream.context(), kernels.context()) {
-        return Err(CudaSurgeryError::WrongContext {
-            op,
-            arg: "stream",
-            expected: kernels.context().ordinal(),
-        });
-    }
+    kernels.check_stream(op, stream)?;
     if out_len != x_len {
         return Err(SurgeryError::LengthMismatch {
             op,

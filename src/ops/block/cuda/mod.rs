@@ -1,47 +1,75 @@
 //! The layer's CUDA kernels (feature `cuda-kernels`), launched through cudarc on a caller-given
-//! stream. So far: dropout with the Philox masks the CPU draws ([`BlockKernels::dropout`]). The
-//! layer op itself still runs on the CPU; on CUDA the model uses candle's tensor ops until the
-//! rest of the layer's kernels land (see the module docs of [`super`]).
+//! stream. So far: dropout with the Philox masks the CPU draws ([`BlockKernels::dropout`]), and
+//! the row-wise pieces — layer norm forward and backward, the MLP activation and its derivative
+//! ([`BlockKernels::layer_norm`] and the rest in `rows`). The layer op itself still runs on the
+//! CPU; on CUDA the model uses candle's tensor ops until the rest of the layer's kernels land
+//! (see the module docs of [`super`]).
 
 mod dropout;
+mod rows;
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 pub use dropout::DeviceDropout;
+pub use rows::DeviceLayerNorm;
 
-use crate::surgery::cuda::CudaResult;
 use crate::surgery::cuda::error::driver;
+use crate::surgery::cuda::{CudaResult, CudaSurgeryError};
 
-/// The fatbin build.rs compiles from kernels/dropout.cu.
+/// The fatbins build.rs compiles from kernels/dropout.cu and kernels/block_rows.cu.
 const DROPOUT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dropout.fatbin"));
+const ROWS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/block_rows.fatbin"));
 
-/// The layer's kernels loaded into one CUDA context.
+/// The layer's kernels loaded into one CUDA context. Each array holds one kernel per storage
+/// type, indexed by `dtype_index`.
 pub struct BlockKernels {
     ctx: Arc<CudaContext>,
-    /// Per storage type, indexed by `dtype_index`.
     dropout: [CudaFunction; 3],
+    layer_norm_forward: [CudaFunction; 3],
+    layer_norm_backward: [CudaFunction; 3],
+    activation_forward: [CudaFunction; 3],
+    activation_backward: [CudaFunction; 3],
 }
 
 impl BlockKernels {
     /// Load the kernels into `ctx` (for example candle's, or a `CudaSurgery`'s).
     pub fn with_context(ctx: Arc<CudaContext>) -> CudaResult<Self> {
         const OP: &str = "load layer kernels";
-        let module = ctx
-            .load_module(Ptx::from_binary(DROPOUT.to_vec()))
-            .map_err(driver(OP))?;
-        let f = |m: &Arc<CudaModule>, name: &str| m.load_function(name).map_err(driver(OP));
-        let dropout = [
-            f(&module, "dropout_f32")?,
-            f(&module, "dropout_f16")?,
-            f(&module, "dropout_bf16")?,
-        ];
-        Ok(Self { ctx, dropout })
+        let load = |image: &[u8]| {
+            ctx.load_module(Ptx::from_binary(image.to_vec()))
+                .map_err(driver(OP))
+        };
+        let (dropout, rows) = (load(DROPOUT)?, load(ROWS)?);
+        let per_dtype = |m: &Arc<CudaModule>, base: &str| -> CudaResult<[CudaFunction; 3]> {
+            let f = |s: &str| m.load_function(&format!("{base}_{s}")).map_err(driver(OP));
+            Ok([f("f32")?, f("f16")?, f("bf16")?])
+        };
+        Ok(Self {
+            dropout: per_dtype(&dropout, "dropout")?,
+            layer_norm_forward: per_dtype(&rows, "layer_norm_forward")?,
+            layer_norm_backward: per_dtype(&rows, "layer_norm_backward")?,
+            activation_forward: per_dtype(&rows, "activation_forward")?,
+            activation_backward: per_dtype(&rows, "activation_backward")?,
+            ctx,
+        })
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+
+    /// The stream must belong to this handle's context.
+    fn check_stream(&self, op: &'static str, stream: &CudaStream) -> CudaResult<()> {
+        if !Arc::ptr_eq(stream.context(), &self.ctx) {
+            return Err(CudaSurgeryError::WrongContext {
+                op,
+                arg: "stream",
+                expected: self.ctx.ordinal(),
+            });
+        }
+        Ok(())
     }
 }
