@@ -5,7 +5,9 @@
 //   layer_norm_backward:  dx += rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)), g = dy ⊙ w, x̂ = (x − mean)
 //                         · rstd, from the saved statistics, added into the residual gradient;
 //   activation_forward:   out = act(h);
-//   activation_backward:  g ← g ⊙ act'(h), in place.
+//   activation_backward:  g ← g ⊙ act'(h), in place;
+//   bias_add:             out[i, j] += bias[j] (the bias of a product cuBLASLt's epilogue
+//                         could not take).
 // One block per row (grid-stride over rows) for the layer norms, 16-byte vectors, f32 arithmetic,
 // fixed-order sums (kernels/reduce.cuh): the same bits every run.
 #include "dtype.cuh"
@@ -181,6 +183,16 @@ __device__ void activation_impl(const RowsArgs& a) {
     }
 }
 
+// out[i] += bias[i mod cols] over `rows` elements (a flat [n / cols, cols] view).
+template <typename T>
+__device__ void bias_add_impl(const RowsArgs& a) {
+    const T* __restrict__ bias = static_cast<const T*>(a.b);
+    T* __restrict__ out = static_cast<T*>(a.out);
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < a.rows; i += stride)
+        out[i] = from_float<T>(to_float(out[i]) + to_float(bias[i % a.cols]));
+}
+
 #define STAMP_ROWS(T, S)                                                                                  \
     extern "C" __global__ void __launch_bounds__(kThreads) layer_norm_forward_##S(RowsArgs args) {       \
         layer_norm_forward_impl<T>(args);                                                                 \
@@ -189,5 +201,6 @@ __device__ void activation_impl(const RowsArgs& a) {
         layer_norm_backward_impl<T>(args);                                                                \
     }                                                                                                     \
     extern "C" __global__ void activation_forward_##S(RowsArgs args) { activation_impl<T, false>(args); } \
-    extern "C" __global__ void activation_backward_##S(RowsArgs args) { activation_impl<T, true>(args); }
+    extern "C" __global__ void activation_backward_##S(RowsArgs args) { activation_impl<T, true>(args); } \
+    extern "C" __global__ void bias_add_##S(RowsArgs args) { bias_add_impl<T>(args); }
 DGS_STAMP_DTYPES(STAMP_ROWS)

@@ -22,6 +22,14 @@ pub enum CudaSurgeryError {
     #[error(transparent)]
     Arguments(#[from] SurgeryError),
 
+    /// A cuBLASLt call failed (the layer's matrix products).
+    #[error("{op}: cuBLASLt error: {source}")]
+    Cublas {
+        op: &'static str,
+        #[source]
+        source: cudarc::cublaslt::result::CublasError,
+    },
+
     #[error("{op}: `{arg}` belongs to another CUDA context than this handle's (device {expected})")]
     WrongContext {
         op: &'static str,

@@ -1,11 +1,13 @@
 //! The layer's CUDA kernels (feature `cuda-kernels`), launched through cudarc on a caller-given
 //! stream. So far: dropout with the Philox masks the CPU draws ([`BlockKernels::dropout`]), and
 //! the row-wise pieces — layer norm forward and backward, the MLP activation and its derivative
-//! ([`BlockKernels::layer_norm`] and the rest in `rows`). The layer op itself still runs on the
+//! ([`BlockKernels::layer_norm`] and the rest in `rows`); the matrix products through cuBLASLt
+//! with cached plans ([`Gemms`]). The layer op itself still runs on the
 //! CPU; on CUDA the model uses candle's tensor ops until the rest of the layer's kernels land
 //! (see the module docs of [`super`]).
 
 mod dropout;
+mod gemm;
 mod rows;
 
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 pub use dropout::DeviceDropout;
+pub use gemm::{GemmOperands, GemmShape, Gemms};
 pub use rows::DeviceLayerNorm;
 
 use crate::surgery::cuda::error::driver;
@@ -32,6 +35,7 @@ pub struct BlockKernels {
     layer_norm_backward: [CudaFunction; 3],
     activation_forward: [CudaFunction; 3],
     activation_backward: [CudaFunction; 3],
+    bias_add: [CudaFunction; 3],
 }
 
 impl BlockKernels {
@@ -53,6 +57,7 @@ impl BlockKernels {
             layer_norm_backward: per_dtype(&rows, "layer_norm_backward")?,
             activation_forward: per_dtype(&rows, "activation_forward")?,
             activation_backward: per_dtype(&rows, "activation_backward")?,
+            bias_add: per_dtype(&rows, "bias_add")?,
             ctx,
         })
     }

@@ -223,6 +223,49 @@ impl BlockKernels {
         Ok(())
     }
 
+    /// `out[i, j] += bias[j]` over `out`'s rows of `bias.len()` (for products whose bias
+    /// cuBLASLt's epilogue could not take).
+    pub(super) fn add_bias<T: DeviceElement>(
+        &self,
+        stream: &Arc<CudaStream>,
+        bias: &CudaView<'_, T>,
+        out: &mut CudaViewMut<'_, T>,
+    ) -> CudaResult<()> {
+        const OP: &str = "cuda bias_add";
+        self.check_stream(OP, stream)?;
+        let cols = bias.len();
+        if cols == 0 || out.len() % cols != 0 || cols > i32::MAX as usize {
+            return Err(SurgeryError::LengthMismatch {
+                op: OP,
+                arg: "out",
+                expected: out.len().div_ceil(cols.max(1)) * cols,
+                got: out.len(),
+                why: format!("whole rows of the bias's {cols}"),
+            }
+            .into());
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let n = out.len();
+        let (b_ptr, _b) = bias.device_ptr(stream);
+        let (out_ptr, _o) = out.device_ptr_mut(stream);
+        let args = RowsArgs {
+            b: b_ptr,
+            out: out_ptr,
+            rows: n as i64,
+            cols: cols as i32,
+            ..RowsArgs::default()
+        };
+        let mut launch = stream.launch_builder(&self.bias_add[dtype_index(T::DTYPE)]);
+        launch.arg(&args);
+        let blocks = n.div_ceil(ELEMENTWISE_THREADS as usize).min(MAX_BLOCKS);
+        // SAFETY: `bias_add_<dtype>` takes one `RowsArgs`; out holds whole rows of cols elements
+        // and bias cols (checked above); the two are distinct buffers.
+        unsafe { launch.launch(launch_config(blocks, ELEMENTWISE_THREADS)) }.map_err(driver(OP))?;
+        Ok(())
+    }
+
     /// The checks every layer-norm call shares; returns the row count.
     fn check_rows<T: DeviceElement>(
         &self,
