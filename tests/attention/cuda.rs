@@ -396,4 +396,29 @@ fn unsupported_inputs_are_refused_before_any_launch() {
         )
         .expect_err("strides that break 16-byte loads are refused");
     assert!(err.to_string().contains("multiples of 8"), "{err}");
+    let two_heads = AttentionShape { heads: 2, ..shape };
+    let q2 = s.alloc_zeros::<dgs::half::f16>(8 * D).expect("alloc");
+    let v2 = q2.slice(..);
+    let l2 = HeadLayout::contiguous(2, 4);
+    let h2 = Heads {
+        data: &v2,
+        layout: l2,
+    };
+    let mut o2 = s.alloc_zeros::<dgs::half::f16>(8 * D).expect("alloc");
+    let mut lse2 = s.alloc_zeros::<f32>(8).expect("alloc");
+    let overlapping = HeadLayout {
+        head_stride: D,
+        ..l2
+    };
+    let err = dev
+        .kernels
+        .forward(
+            s,
+            &two_heads,
+            [h2, h2, h2],
+            (&mut o2.slice_mut(..), overlapping),
+            &mut lse2.slice_mut(..),
+        )
+        .expect_err("an output whose heads overlap is refused");
+    assert!(err.to_string().contains("overlap"), "{err}");
 }

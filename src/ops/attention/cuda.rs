@@ -173,6 +173,7 @@ impl AttentionKernels {
             )?;
         }
         check_operand(OP, "o", shape, o_layout, o.len(), address_mut(o, stream))?;
+        check_disjoint(OP, "o", shape, o_layout)?;
         check_stats(OP, "lse", shape, lse.len())?;
         if shape.batch * shape.heads * shape.t == 0 {
             return Ok(());
@@ -245,6 +246,7 @@ impl AttentionKernels {
             ("dv", &dv, v.layout),
         ] {
             check_operand(OP, arg, shape, layout, g.len(), g.device_ptr(stream).0)?;
+            check_disjoint(OP, arg, shape, layout)?;
         }
         check_stats(OP, "lse", shape, lse.len())?;
         check_stats(OP, "delta", shape, delta.len())?;
@@ -434,6 +436,38 @@ fn check_operand(
         }
         .into()),
     }
+}
+
+/// An output's rows do not overlap one another (so each element has one writer): ordered by
+/// stride, each dimension steps past everything the dimensions inside it span.
+fn check_disjoint(
+    op: &'static str,
+    arg: &'static str,
+    shape: &AttentionShape,
+    l: HeadLayout,
+) -> CudaResult<()> {
+    let mut dims = [
+        (l.row_stride, shape.t),
+        (l.head_stride, shape.heads),
+        (l.batch_stride, shape.batch),
+    ];
+    dims.sort_unstable();
+    let mut span = HEAD_DIM;
+    for (stride, count) in dims {
+        if count <= 1 {
+            continue;
+        }
+        if stride < span {
+            return Err(invalid(
+                op,
+                arg,
+                format!("{l:?}"),
+                "an output's rows must not overlap",
+            ));
+        }
+        span = stride * (count - 1) + span;
+    }
+    Ok(())
 }
 
 /// A per-row statistic (`[batch, heads, t]` f32) has exactly one value per row.

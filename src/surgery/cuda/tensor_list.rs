@@ -81,7 +81,7 @@ fn upload_table(
     let n_tensors =
         i32::try_from(lens.len()).map_err(|_| too_large("the tensor count", lens.len()))?;
     let n_items = i32::try_from(item_tensor.len())
-        .map_err(|_| too_large("the chunk count", item_tensor.len()))?;
+        .map_err(|_| too_large("the work-item count", item_tensor.len()))?;
     // Device tables may not be empty allocations; pad with one unused entry.
     let pad_u64 = |v: &[u64]| if v.is_empty() { vec![0] } else { v.to_vec() };
     let lens_i64: Vec<i64> = lens.iter().map(|&l| l as i64).collect();
