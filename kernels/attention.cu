@@ -73,11 +73,15 @@ template <typename T> struct Mma;
 
 template <> struct Mma<__half> {
     __device__ __forceinline__ static void run(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#ifdef DGS_HOST_EMULATION
+        dgs_host_mma_f16(d, a, b0, b1);  // scripts/host-emulation
+#else
         asm volatile(
             "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
             "{%0,%1,%2,%3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
     }
     __device__ __forceinline__ static unsigned pack(float lo, float hi) {
         const __half2 h = __floats2half2_rn(lo, hi);
@@ -87,11 +91,15 @@ template <> struct Mma<__half> {
 
 template <> struct Mma<__nv_bfloat16> {
     __device__ __forceinline__ static void run(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#ifdef DGS_HOST_EMULATION
+        dgs_host_mma_bf16(d, a, b0, b1);  // scripts/host-emulation
+#else
         asm volatile(
             "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
             "{%0,%1,%2,%3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
     }
     __device__ __forceinline__ static unsigned pack(float lo, float hi) {
         const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);

@@ -465,7 +465,7 @@ fn check_disjoint(
                 "an output's rows must not overlap",
             ));
         }
-        span = stride * (count - 1) + span;
+        span += stride * (count - 1);
     }
     Ok(())
 }
