@@ -1,0 +1,3 @@
+// Host emulation: stands in for CUDA's <cuda_fp16.h> (see cuda_host.h).
+#pragma once
+#include "cuda_host.h"
