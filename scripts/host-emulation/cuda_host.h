@@ -1,6 +1,10 @@
-// Host emulation of the CUDA features kernels/attention.cu uses, so the kernel source itself can be
-// compiled by g++ and run on the CPU (scripts/host-emulation/run.sh). Not a general CUDA
-// emulator: one 1-D block runs at a time, as one std::thread per CUDA thread.
+// Host emulation of the CUDA features the checked kernels use, so the kernel sources themselves
+// can be compiled by g++ and run on the CPU (scripts/host-emulation/run.sh). Covered:
+// kernels/attention.cu, kernels/block_rows.cu and kernels/dropout.cu (with the headers they
+// include: dtype.cuh, reduce.cuh, philox.cuh — philox.cuh's host branch of mul_hi, since
+// __CUDA_ARCH__ is not defined here). Not a general CUDA emulator: one 1-D block of any size that
+// is a multiple of 32 (up to 1024) runs at a time, as one std::thread per CUDA thread; a launch
+// creates its threads once and runs its blocks on them one after another.
 //
 //   __shared__          function-local `static`: all threads of the block (and, since blocks run
 //                       one after another, every block in turn) share one copy.
@@ -13,6 +17,9 @@
 //                       layouts, computes its four elements of D = A·B + C in float (products of
 //                       the 16-bit inputs are exact in float).
 //   __half, bf16        16-bit storage types with round-to-nearest-even conversions.
+//   uint2/uint4/float2  plain structs with CUDA's alignment, make_* constructors.
+//   expf, erff, ...     the host's libm (<cmath>): not the device's implementations, whose
+//                       results may differ in the last bits.
 //
 // Checks: a barrier that waits more than DGS_HOST_BARRIER_TIMEOUT_S seconds (default 60) aborts
 // (a divergent __syncthreads / shuffle / mma); at the end of each block every thread must have
@@ -20,6 +27,7 @@
 // and mma; a shuffle's lanes must agree on mask (all 32) and offset; an mma's lanes on its type.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
@@ -63,6 +71,10 @@ struct alignas(8) uint2 {
 };
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
+struct alignas(8) float2 {
+    float x, y;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
@@ -304,48 +316,66 @@ inline void dgs_host_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0
     dgs_host_mma(d, a, b0, b1, 1);
 }
 
-// Runs `kernel(args)` over `grid` (blocks one after another) with `threads` threads per 1-D block.
+// The end of one block: every thread passed the same number of __syncthreads, every lane of a
+// warp the same number of shuffles and mma; then the counts restart for the next block.
+inline void dgs_host_end_block(DgsHostBlock& block, unsigned bx, unsigned by, unsigned bz) {
+    for (int t = 0; t < block.threads; ++t)
+        if (block.syncs[t] != block.syncs[0]) {
+            std::fprintf(stderr,
+                         "host emulation: block (%u,%u,%u): thread %d passed %lld __syncthreads, "
+                         "thread 0 %lld\n",
+                         bx, by, bz, t, block.syncs[t], block.syncs[0]);
+            std::abort();
+        }
+    for (size_t wi = 0; wi < block.warps.size(); ++wi)
+        for (int l = 0; l < 32; ++l) {
+            const DgsHostWarp& w = block.warps[wi];
+            if (w.shfl_calls[l] != w.shfl_calls[0] || w.mma_calls[l] != w.mma_calls[0]) {
+                std::fprintf(stderr, "host emulation: block (%u,%u,%u) warp %zu: lanes differ in shuffle/mma counts\n",
+                             bx, by, bz, wi);
+                std::abort();
+            }
+        }
+    std::fill(block.syncs.begin(), block.syncs.end(), 0);
+    for (DgsHostWarp& w : block.warps)
+        for (int l = 0; l < 32; ++l) w.shfl_calls[l] = w.mma_calls[l] = 0;
+    // (w.ops is not reset: it is the same for every lane of a warp here, and only its parity is used)
+}
+
+// Runs `kernel(args)` over `grid` with `threads` threads per 1-D block (a multiple of 32, at most
+// 1024). Blocks run one after another (x fastest, then y, z), each on the same `threads`
+// std::threads, created once per launch (thread creation dominates the run time of many small
+// blocks otherwise): after a block every thread waits at a barrier that is not a __syncthreads,
+// thread 0 checks the block's counts, and a second barrier starts the next block.
 template <class Args>
 inline void dgs_host_launch(void (*kernel)(Args), dim3 grid, int threads, const Args& args) {
-    if (threads % 32 != 0) {
-        std::fprintf(stderr, "host emulation: block size must be a multiple of 32\n");
+    if (threads <= 0 || threads > 1024 || threads % 32 != 0) {
+        std::fprintf(stderr, "host emulation: block size must be a multiple of 32 in [32, 1024], not %d\n", threads);
         std::abort();
     }
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                DgsHostBlock block(threads);
-                std::vector<std::thread> pool;
-                pool.reserve(threads);
-                for (int t = 0; t < threads; ++t)
-                    pool.emplace_back([&, t] {
-                        threadIdx = uint3{(unsigned)t, 0, 0};
+    DgsHostBlock block(threads);
+    DgsHostBarrier between;
+    between.init(threads);
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (int t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            threadIdx = uint3{(unsigned)t, 0, 0};
+            blockDim = dim3{(unsigned)threads, 1, 1};
+            gridDim = grid;
+            dgs_host_block = &block;
+            for (unsigned bz = 0; bz < grid.z; ++bz)
+                for (unsigned by = 0; by < grid.y; ++by)
+                    for (unsigned bx = 0; bx < grid.x; ++bx) {
                         blockIdx = uint3{bx, by, bz};
-                        blockDim = dim3{(unsigned)threads, 1, 1};
-                        gridDim = grid;
-                        dgs_host_block = &block;
                         kernel(args);  // by value, as a launch passes it
-                        dgs_host_block = nullptr;
-                    });
-                for (auto& th : pool) th.join();
-                for (int t = 0; t < threads; ++t)
-                    if (block.syncs[t] != block.syncs[0]) {
-                        std::fprintf(stderr,
-                                     "host emulation: block (%u,%u,%u): thread %d passed %lld __syncthreads, "
-                                     "thread 0 %lld\n",
-                                     bx, by, bz, t, block.syncs[t], block.syncs[0]);
-                        std::abort();
+                        between.arrive_and_wait();  // every thread is done with this block
+                        if (t == 0) dgs_host_end_block(block, bx, by, bz);
+                        between.arrive_and_wait();  // the checks are done: next block
                     }
-                for (size_t wi = 0; wi < block.warps.size(); ++wi)
-                    for (int l = 0; l < 32; ++l) {
-                        const DgsHostWarp& w = block.warps[wi];
-                        if (w.shfl_calls[l] != w.shfl_calls[0] || w.mma_calls[l] != w.mma_calls[0]) {
-                            std::fprintf(stderr, "host emulation: block (%u,%u,%u) warp %zu: lanes differ in shuffle/mma counts\n",
-                                         bx, by, bz, wi);
-                            std::abort();
-                        }
-                    }
-            }
+            dgs_host_block = nullptr;
+        });
+    for (auto& th : pool) th.join();
 }
 
 // `__shared__ alignas(16) Tile<T> ks;` would read `static alignas(16) Tile<T> ks;`, which C++
