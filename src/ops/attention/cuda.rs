@@ -12,7 +12,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use crate::surgery::cuda::error::driver;
-use crate::surgery::cuda::launch::{grid_config, kernel_args, launch_config};
+use crate::surgery::cuda::launch::{check_stream_context, grid_config, kernel_args, launch_config};
 use crate::surgery::cuda::{CudaResult, CudaSurgeryError, DeviceElement};
 use crate::surgery::{DType, SurgeryError, contract};
 
@@ -307,13 +307,7 @@ impl AttentionKernels {
         shape: &AttentionShape,
         dtype: DType,
     ) -> CudaResult<usize> {
-        if !Arc::ptr_eq(stream.context(), &self.ctx) {
-            return Err(CudaSurgeryError::WrongContext {
-                op,
-                arg: "stream",
-                expected: self.ctx.ordinal(),
-            });
-        }
+        check_stream_context(op, stream, &self.ctx)?;
         if !shape.scale.is_finite() {
             return Err(invalid(
                 op,

@@ -7,6 +7,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 use super::error::{CudaResult, CudaSurgeryError, driver};
+use super::launch::check_stream_context;
 use crate::surgery::element::DType;
 
 /// A storage type the kernels accept. With the `cuda-kernels` feature every [`Element`] (f32,
@@ -108,14 +109,7 @@ impl CudaSurgery {
 
     /// The stream must belong to this handle's context.
     pub(super) fn check_stream(&self, op: &'static str, stream: &CudaStream) -> CudaResult<()> {
-        if !Arc::ptr_eq(stream.context(), &self.ctx) {
-            return Err(CudaSurgeryError::WrongContext {
-                op,
-                arg: "stream",
-                expected: self.ctx.ordinal(),
-            });
-        }
-        Ok(())
+        check_stream_context(op, stream, &self.ctx)
     }
 }
 

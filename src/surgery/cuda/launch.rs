@@ -1,7 +1,9 @@
 //! What every launch shares: the one place a launch configuration is built, the check that a size
 //! fits the kernels' `int`, and the transform codes of the contract.
 
-use cudarc::driver::LaunchConfig;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaStream, LaunchConfig};
 
 use super::error::{CudaResult, CudaSurgeryError};
 use crate::surgery::contract;
@@ -16,6 +18,22 @@ pub(crate) fn launch_config(blocks: usize, threads: u32) -> LaunchConfig {
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// A launch's stream must belong to the context its kernels were loaded into.
+pub(crate) fn check_stream_context(
+    op: &'static str,
+    stream: &CudaStream,
+    ctx: &Arc<CudaContext>,
+) -> CudaResult<()> {
+    if !Arc::ptr_eq(stream.context(), ctx) {
+        return Err(CudaSurgeryError::WrongContext {
+            op,
+            arg: "stream",
+            expected: ctx.ordinal(),
+        });
+    }
+    Ok(())
 }
 
 /// `v` as the kernels' `int`, or [`CudaSurgeryError::TooLarge`].

@@ -19,8 +19,9 @@ pub use dropout::DeviceDropout;
 pub use gemm::{GemmOperands, GemmShape, Gemms};
 pub use rows::DeviceLayerNorm;
 
+use crate::surgery::cuda::CudaResult;
 use crate::surgery::cuda::error::driver;
-use crate::surgery::cuda::{CudaResult, CudaSurgeryError};
+use crate::surgery::cuda::launch::check_stream_context;
 
 /// The fatbins build.rs compiles from kernels/dropout.cu and kernels/block_rows.cu.
 const DROPOUT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dropout.fatbin"));
@@ -68,13 +69,6 @@ impl BlockKernels {
 
     /// The stream must belong to this handle's context.
     fn check_stream(&self, op: &'static str, stream: &CudaStream) -> CudaResult<()> {
-        if !Arc::ptr_eq(stream.context(), &self.ctx) {
-            return Err(CudaSurgeryError::WrongContext {
-                op,
-                arg: "stream",
-                expected: self.ctx.ordinal(),
-            });
-        }
-        Ok(())
+        check_stream_context(op, stream, &self.ctx)
     }
 }
