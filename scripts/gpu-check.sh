@@ -32,9 +32,10 @@ PY=${TORCH_PYTHON:-/opt/torch/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 export PYTHONUNBUFFERED=1
 
-# dgs-cuda and gpu_train link candle's CUDA libraries (cuBLAS, cuRAND, the runtime): where the
+# dgs-cuda and gpu_train link candle's CUDA libraries (cuBLAS, cuRAND, the runtime), and the layer's
+# products load cuBLASLt at run time (tests/gemm.rs): where the
 # loader does not know them, take them from the CUDA toolkit or the PyTorch install.
-for lib in libcublas.so.13 libcurand.so.10 libcudart.so.13; do
+for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudart.so.13; do
   ldconfig -p 2>/dev/null | grep -q "$lib" && continue
   found=$(find /usr/local/cuda*/ /opt/torch/.venv /usr/lib /usr/local/lib -name "$lib" 2>/dev/null | head -1)
   [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

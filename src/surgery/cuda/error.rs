@@ -22,6 +22,15 @@ pub enum CudaSurgeryError {
     #[error(transparent)]
     Arguments(#[from] SurgeryError),
 
+    /// A CUDA library the call needs is not installed (cudarc loads them at run time).
+    #[error(
+        "{op}: the {library} library could not be loaded; install it (it ships with the CUDA toolkit and with PyTorch's CUDA wheels) or put it on LD_LIBRARY_PATH"
+    )]
+    LibraryMissing {
+        op: &'static str,
+        library: &'static str,
+    },
+
     /// A cuBLASLt call failed (the layer's matrix products).
     #[error("{op}: cuBLASLt error: {source}")]
     Cublas {

@@ -95,7 +95,14 @@ impl Gemms {
             .context()
             .bind_to_thread()
             .map_err(crate::surgery::cuda::error::driver(OP))?;
-        let handle = Handle(lt::create_handle().map_err(cublas(OP))?);
+        // cudarc loads libcublasLt on first use and panics when it is absent: a typed error instead.
+        let created = std::panic::catch_unwind(lt::create_handle).map_err(|_| {
+            CudaSurgeryError::LibraryMissing {
+                op: OP,
+                library: "cuBLASLt (libcublasLt)",
+            }
+        })?;
+        let handle = Handle(created.map_err(cublas(OP))?);
         // SAFETY: the workspace is scratch for cuBLASLt, never read before it writes it.
         let workspace = unsafe { stream.alloc::<u8>(WORKSPACE_BYTES) }
             .map_err(crate::surgery::cuda::error::driver(OP))?;
