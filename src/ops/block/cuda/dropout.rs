@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, PushKernelArg};
 
-use super::BlockKernels;
+use super::{BlockKernels, check_len};
 use crate::ops::block::philox::{DropoutKey, MaskStream};
 use crate::surgery::SurgeryError;
 use crate::surgery::contract;
@@ -99,16 +99,7 @@ fn check(
     d: &DeviceDropout,
 ) -> CudaResult<()> {
     kernels.check_stream(op, stream)?;
-    if out_len != x_len {
-        return Err(SurgeryError::LengthMismatch {
-            op,
-            arg: "out",
-            expected: x_len,
-            got: out_len,
-            why: "one output per input element".into(),
-        }
-        .into());
-    }
+    check_len(op, "out", x_len, out_len)?;
     if !(0.0..1.0).contains(&d.p) {
         return Err(SurgeryError::InvalidValue {
             op,

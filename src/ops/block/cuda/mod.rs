@@ -19,6 +19,7 @@ pub use dropout::DeviceDropout;
 pub use gemm::{GemmOperands, GemmShape, Gemms};
 pub use rows::DeviceLayerNorm;
 
+use crate::surgery::SurgeryError;
 use crate::surgery::cuda::CudaResult;
 use crate::surgery::cuda::error::driver;
 use crate::surgery::cuda::launch::check_stream_context;
@@ -71,4 +72,24 @@ impl BlockKernels {
     fn check_stream(&self, op: &'static str, stream: &CudaStream) -> CudaResult<()> {
         check_stream_context(op, stream, &self.ctx)
     }
+}
+
+/// An argument has exactly the length the others imply.
+pub(super) fn check_len(
+    op: &'static str,
+    arg: &'static str,
+    expected: usize,
+    got: usize,
+) -> CudaResult<()> {
+    if expected != got {
+        return Err(SurgeryError::LengthMismatch {
+            op,
+            arg,
+            expected,
+            got,
+            why: "the sizes the other arguments give".into(),
+        }
+        .into());
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, PushKernelArg};
 
-use super::BlockKernels;
+use super::{BlockKernels, check_len};
 use crate::ops::block::Activation;
 use crate::surgery::SurgeryError;
 use crate::surgery::contract;
@@ -305,18 +305,4 @@ impl BlockKernels {
         }
         Ok(x_len / cols)
     }
-}
-
-fn check_len(op: &'static str, arg: &'static str, expected: usize, got: usize) -> CudaResult<()> {
-    if expected != got {
-        return Err(SurgeryError::LengthMismatch {
-            op,
-            arg,
-            expected,
-            got,
-            why: "the sizes the other arguments give".into(),
-        }
-        .into());
-    }
-    Ok(())
 }
