@@ -221,7 +221,7 @@ fn multi_tensor_bench<T: Element>(c: &mut Criterion, gpu: &Gpu, k: usize, totals
         let tag = format!("{}/K{k}x{}M", T::DTYPE, l.n >> 20);
         let v: Vec<Vec<CudaView<'_, T>>> = l.tensors.iter().map(|t| views(t)).collect();
         let refs: Vec<&[CudaView<'_, T>]> = v.iter().map(Vec::as_slice).collect();
-        let table = TensorLists::new(&gpu.surgery, s, &refs).expect("table");
+        let mut table = TensorLists::new(&gpu.surgery, s, &refs).expect("table");
         let transforms = vec![Transform::Identity; k];
         let mut gram = s.alloc_zeros::<f32>(k * k).expect("alloc");
         let mut partials = s.alloc_zeros::<f32>(DOT_BLOCKS).expect("alloc");
@@ -231,7 +231,7 @@ fn multi_tensor_bench<T: Element>(c: &mut Criterion, gpu: &Gpu, k: usize, totals
         g.bench_function("fused", |b| {
             timed(b, s, || {
                 gpu.surgery
-                    .gram(s, &table, &transforms, &mut gram.slice_mut(..))
+                    .gram(s, &mut table, &transforms, &mut gram.slice_mut(..))
                     .expect("gram")
             })
         });
@@ -303,7 +303,7 @@ fn pcgrad_bench<T: Element>(c: &mut Criterion, gpu: &Gpu, total: usize) {
     let mut l = lists::<T>(gpu, k, total);
     let v: Vec<Vec<CudaView<'_, T>>> = l.tensors.iter().map(|t| views(t)).collect();
     let refs: Vec<&[CudaView<'_, T>]> = v.iter().map(Vec::as_slice).collect();
-    let table = TensorLists::new(&gpu.surgery, s, &refs).expect("table");
+    let mut table = TensorLists::new(&gpu.surgery, s, &refs).expect("table");
     let bytes = (2 * k + 1) * l.n * size_of::<T>();
     let mut g = group(
         c,
@@ -322,7 +322,14 @@ fn pcgrad_bench<T: Element>(c: &mut Criterion, gpu: &Gpu, total: usize) {
         g.bench_function("fused", |b| {
             timed(b, s, || {
                 gpu.surgery
-                    .pcgrad(s, &table, &mut out_list, 7, Reduction::Mean, &mut scratch)
+                    .pcgrad(
+                        s,
+                        &mut table,
+                        &mut out_list,
+                        7,
+                        Reduction::Mean,
+                        &mut scratch,
+                    )
                     .expect("pcgrad")
             })
         });

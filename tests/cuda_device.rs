@@ -116,7 +116,7 @@ fn pcgrad_runs_entirely_on_the_device() {
             .map(|l| l.iter().map(|t| t.slice(..)).collect())
             .collect();
         let refs: Vec<&[CudaView<'_, f16>]> = views.iter().map(Vec::as_slice).collect();
-        let table = TensorLists::new(gpu, stream, &refs).unwrap();
+        let mut table = TensorLists::new(gpu, stream, &refs).unwrap();
         let mut out: Vec<CudaSlice<f16>> = lens
             .iter()
             .map(|&n| stream.alloc_zeros(n).unwrap())
@@ -127,7 +127,7 @@ fn pcgrad_runs_entirely_on_the_device() {
         let seed = 1234 + tasks as u64;
         gpu.pcgrad(
             stream,
-            &table,
+            &mut table,
             &mut out_list,
             seed,
             Reduction::Mean,

@@ -57,6 +57,22 @@ pub enum CudaSurgeryError {
 
 pub type CudaResult<T> = Result<T, CudaSurgeryError>;
 
+/// An argument refused before any launch: [`SurgeryError::InvalidValue`] as a CUDA error.
+pub(crate) fn invalid(
+    op: &'static str,
+    arg: &'static str,
+    value: String,
+    why: &'static str,
+) -> CudaSurgeryError {
+    crate::surgery::SurgeryError::InvalidValue {
+        op,
+        arg,
+        value,
+        why,
+    }
+    .into()
+}
+
 /// `map_err` helper naming the operation a driver call belonged to.
 pub(crate) fn driver(op: &'static str) -> impl FnOnce(DriverError) -> CudaSurgeryError {
     move |source| CudaSurgeryError::Driver { op, source }

@@ -1,6 +1,6 @@
 //! The Gram matrix of K tensor lists on the device (`kernels/gram.cu`).
 
-use cudarc::driver::{CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaStream, CudaViewMut, DevicePtrMut, PushKernelArg};
 
 use super::device::{CudaSurgery, DeviceElement, dtype_index};
 use super::error::{CudaResult, driver};
@@ -11,11 +11,12 @@ use crate::surgery::transform::Transform;
 impl CudaSurgery {
     /// The Gram matrix of the lists (after `transforms`, one per operand) into `gram`
     /// (K×K f32, row-major), in two launches: per-chunk partial sums, then a fixed-order
-    /// finishing sum in double. Deterministic, no atomics, no host synchronisation.
+    /// finishing sum in double. Deterministic, no atomics, no host synchronisation. The lists are
+    /// borrowed mutably because the partial sums are written into their scratch buffer.
     pub fn gram<T: DeviceElement>(
         &self,
         stream: &CudaStream,
-        lists: &TensorLists<'_, T>,
+        lists: &mut TensorLists<'_, T>,
         transforms: &[Transform],
         gram: &mut CudaViewMut<'_, f32>,
     ) -> CudaResult<()> {
@@ -36,7 +37,9 @@ impl CudaSurgery {
         if k == 0 {
             return Ok(());
         }
-        let (partials, _p_sync) = lists.partials.device_ptr(stream);
+        let (n_items, k_i) = (lists.n_items as i32, k as i32);
+        // Written here: a write guard, so another stream's use of these lists waits for it.
+        let (partials, _p_sync) = lists.partials.device_ptr_mut(stream);
         if lists.n_items > 0 {
             let f = &self.k.gram_partials[dtype_index(T::DTYPE)][k - 1];
             let mut launch = stream.launch_builder(f);
@@ -47,7 +50,6 @@ impl CudaSurgery {
             unsafe { launch.launch(items_config(lists.n_items)) }.map_err(driver(OP))?;
         }
         let (g, _g_sync) = gram.device_ptr_mut(stream);
-        let (n_items, k_i) = (lists.n_items as i32, k as i32);
         let mut launch = stream.launch_builder(&self.k.gram_finish);
         launch.arg(&partials).arg(&n_items).arg(&k_i).arg(&g);
         let cfg = launch_config(1, THREADS);

@@ -205,11 +205,11 @@ impl CudaBackend {
         let k = operands.len();
         let bufs = upload_operands(s, operands)?;
         let lists = operand_views(&bufs);
-        let table = table_of(&self.surgery, s, &lists)?;
+        let mut table = table_of(&self.surgery, s, &lists)?;
         let transforms: Vec<Transform> = operands.iter().map(|o| o.transform).collect();
         let mut gd = s.alloc_zeros::<f32>((k * k).max(1)).map_err(driver(OP))?;
         self.surgery
-            .gram(s, &table, &transforms, &mut gd.slice_mut(..k * k))?;
+            .gram(s, &mut table, &transforms, &mut gd.slice_mut(..k * k))?;
         let mut host = vec![f32::NAN; k * k];
         download(s, &gd.slice(..k * k), &mut host)?;
         s.synchronize().map_err(driver(OP))?;

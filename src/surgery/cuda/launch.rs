@@ -36,14 +36,26 @@ pub(crate) fn check_stream_context(
     Ok(())
 }
 
-/// `v` as the kernels' `int`, or [`CudaSurgeryError::TooLarge`].
-pub(super) fn to_i32(op: &'static str, what: &'static str, v: usize) -> CudaResult<i32> {
-    i32::try_from(v).map_err(|_| CudaSurgeryError::TooLarge {
-        op,
-        what,
-        got: v,
-        max: i32::MAX as usize,
-    })
+/// Headroom below `i32::MAX` for a row's length: the row kernels walk a row with an `int` index
+/// that steps by up to threads × vector width (≤ 1024 × 8) and may pass the row's end by one step
+/// before the loop test stops it, so the row must end at least one step before `int` overflows.
+const ROW_INDEX_HEADROOM: usize = 1 << 16;
+
+/// The largest row length (`dim`) a row kernel takes.
+const MAX_ROW_DIM: usize = i32::MAX as usize - ROW_INDEX_HEADROOM;
+
+/// A row length as the kernels' `int`, or [`CudaSurgeryError::TooLarge`] past [`MAX_ROW_DIM`].
+pub(super) fn row_dim_to_i32(op: &'static str, dim: usize) -> CudaResult<i32> {
+    if dim > MAX_ROW_DIM {
+        return Err(CudaSurgeryError::TooLarge {
+            op,
+            what: "dim",
+            got: dim,
+            max: MAX_ROW_DIM,
+        });
+    }
+    // In range: MAX_ROW_DIM < i32::MAX.
+    Ok(dim as i32)
 }
 
 /// The kernels' code for a transform (`TransformCode` in the generated contract header).
@@ -86,5 +98,26 @@ pub(crate) fn grid_config(grid: (u32, u32, u32), threads: u32) -> LaunchConfig {
         grid_dim: grid,
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_whose_index_would_overflow_int_is_refused() {
+        for dim in [i32::MAX as usize, i32::MAX as usize - 1, MAX_ROW_DIM + 1] {
+            let err = row_dim_to_i32("test", dim).expect_err("dim near i32::MAX must be refused");
+            assert!(
+                matches!(err, CudaSurgeryError::TooLarge { what: "dim", .. }),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            row_dim_to_i32("test", MAX_ROW_DIM).ok(),
+            Some(MAX_ROW_DIM as i32)
+        );
+        assert_eq!(row_dim_to_i32("test", 0).ok(), Some(0));
     }
 }

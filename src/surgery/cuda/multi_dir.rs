@@ -4,7 +4,7 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
 
 use super::device::{CudaSurgery, DeviceElement, dtype_index};
 use super::error::{CudaResult, driver};
-use super::launch::{kernel_args, launch_config, row_threads, to_i32, transform_code};
+use super::launch::{kernel_args, launch_config, row_dim_to_i32, row_threads, transform_code};
 use crate::surgery::args::{DEFAULT_DEP_TOL, MultiLens, check_multi_lens};
 use crate::surgery::contract::{self, MAX_DIRECTIONS};
 use crate::surgery::transform::Transform;
@@ -64,7 +64,7 @@ impl CudaSurgery {
             return Ok(());
         }
         let k = directions.len();
-        let dim_i = to_i32(OP, "dim", dim)?;
+        let dim_i = row_dim_to_i32(OP, dim)?;
         let grid = rows.min(MAX_BLOCKS);
         let ws_len = grid * (k + 1) * dim;
         // SAFETY: the workspace is written by the kernel before it is read (each block fills its

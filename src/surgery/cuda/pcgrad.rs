@@ -39,7 +39,7 @@ impl CudaSurgery {
     pub fn pcgrad<T: DeviceElement>(
         &self,
         stream: &CudaStream,
-        tasks: &TensorLists<'_, T>,
+        tasks: &mut TensorLists<'_, T>,
         out: &mut OutputList<'_, T>,
         seed: u64,
         reduction: Reduction,

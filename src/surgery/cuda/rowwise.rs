@@ -4,7 +4,7 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
 
 use super::device::{CudaSurgery, DeviceElement, dtype_index};
 use super::error::{CudaResult, driver};
-use super::launch::{kernel_args, launch_config, row_threads, to_i32};
+use super::launch::{kernel_args, launch_config, row_dim_to_i32, row_threads};
 use crate::surgery::args::{DEFAULT_EPS, RowLens, check_row_lens};
 use crate::surgery::contract;
 
@@ -99,7 +99,7 @@ impl CudaSurgery {
         if p.rows == 0 {
             return Ok(());
         }
-        let dim = to_i32(OP, "dim", p.dim)?;
+        let dim = row_dim_to_i32(OP, p.dim)?;
         // The guards keep each buffer's stream ordering in force until the launch is queued.
         let (x_ptr, _x_guard) = x.device_ptr_mut(stream);
         let (harm_ptr, _harm_guard) = p.harm.device_ptr(stream);
