@@ -21,6 +21,7 @@ fn contract_header(generator: &str) -> String {
          constexpr unsigned long long kDropoutArgsBytes = {DROPOUT_ARGS_BYTES};\n\
          constexpr unsigned long long kAttentionArgsBytes = {ATTENTION_ARGS_BYTES};\n\
          constexpr unsigned long long kRowsArgsBytes = {ROWS_ARGS_BYTES};\n\
+         constexpr unsigned long long kAdamArgsBytes = {ADAM_ARGS_BYTES};\n\
          constexpr int kLayerNormMaxCols = {LAYER_NORM_MAX_COLS};\n\
          enum ActivationCode : int {{ kActQuickGelu = {ACTIVATION_QUICK_GELU}, kActGelu = {ACTIVATION_GELU}, \
          kActGeluTanh = {ACTIVATION_GELU_TANH}, kActRelu = {ACTIVATION_RELU} }};\n\

@@ -44,8 +44,9 @@ pub const MULTI_DIR_ARGS_BYTES: usize = 8 * (MAX_DIRECTIONS + 4) + 16;
 pub const ARGS_ALIGN: usize = 8;
 
 /// Bytes of the dropout kernel's argument struct (`DropoutArgs`): two device addresses, the
-/// element count and the stream start, then five `u32` and one `f32`.
-pub const DROPOUT_ARGS_BYTES: usize = 56;
+/// element count and the stream start, then five `u32`, one `f32`, the accumulate flag and a
+/// reserved `u32`.
+pub const DROPOUT_ARGS_BYTES: usize = 64;
 
 /// Bytes of the attention kernels' argument struct (`AttentionArgs`): ten device addresses, four
 /// stride triples of `i64`, then five `i32`-sized fields and one reserved.
@@ -64,3 +65,6 @@ pub const ACTIVATION_QUICK_GELU: i32 = 0;
 pub const ACTIVATION_GELU: i32 = 1;
 pub const ACTIVATION_GELU_TANH: i32 = 2;
 pub const ACTIVATION_RELU: i32 = 3;
+
+/// `AdamArgs` (kernels/adam.cu): eight f32 step constants.
+pub const ADAM_ARGS_BYTES: usize = 8 * 4;

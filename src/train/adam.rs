@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor, Var, backprop::GradStore};
 
-use super::adam_cpu::{self, AdamStep};
+use super::adam_cpu;
+use crate::surgery::cpu::adam::{self as adam_update, AdamStep};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
@@ -91,10 +92,19 @@ impl Adam {
             eps: self.cfg.eps as f32,
             grad_scale: grad_scale as f32,
         };
+        // On CUDA, every f32 parameter in one launch; the loop below takes the rest.
+        #[cfg(feature = "cuda")]
+        let on_device =
+            super::adam_cuda::update_all(&self.params, (&self.m, &self.v), grads, &cpu)?;
+        #[cfg(not(feature = "cuda"))]
+        let on_device = std::collections::BTreeSet::<String>::new();
         for (name, p) in &self.params {
             let Some(g) = grads.get(p.as_tensor()) else {
                 continue;
             };
+            if on_device.contains(name) {
+                continue;
+            }
             if adam_cpu::applies(p.as_tensor()) && g.dtype() == p.dtype() {
                 let (m, v) = self.update_on_cpu(&cpu, name, p, g)?;
                 self.m.insert(name.clone(), m);
@@ -118,7 +128,7 @@ impl Adam {
         Ok(())
     }
 
-    /// [`adam_cpu::update`] on one parameter: sets it, returns its new moments.
+    /// [`adam_update::update`] on one parameter: sets it, returns its new moments.
     fn update_on_cpu(
         &self,
         s: &AdamStep,
@@ -129,7 +139,7 @@ impl Adam {
         let mut values = adam_cpu::values(p.as_tensor())?;
         let mut m = adam_cpu::values(&self.m[name])?;
         let mut v = adam_cpu::values(&self.v[name])?;
-        adam_cpu::update(s, &mut values, &adam_cpu::values(g)?, &mut m, &mut v);
+        adam_update::update(s, &mut values, &adam_cpu::values(g)?, &mut m, &mut v);
         let shape = p.shape();
         p.set(&Tensor::from_vec(values, shape, p.device())?)?;
         Ok((

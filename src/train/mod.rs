@@ -6,6 +6,8 @@
 
 mod adam;
 mod adam_cpu;
+#[cfg(feature = "cuda")]
+mod adam_cuda;
 pub mod checkpoint;
 mod detector;
 mod epoch;

@@ -1,6 +1,7 @@
 //! The fast CPU backend: rayon over rows or 65536-element chunks, f32 arithmetic in fixed-order
 //! lanes, so results are reproducible bit for bit whatever the thread count.
 
+pub mod adam;
 mod block;
 mod combine;
 mod gram;

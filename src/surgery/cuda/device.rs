@@ -20,6 +20,7 @@ const MULTI_DIR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/multi_dir.fat
 const GRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gram.fatbin"));
 const COMBINE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/combine.fatbin"));
 const PCGRAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pcgrad.fatbin"));
+const ADAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/adam.fatbin"));
 
 /// Per storage type, indexed by [`dtype_index`].
 pub(super) struct Kernels {
@@ -30,6 +31,8 @@ pub(super) struct Kernels {
     pub gram_finish: CudaFunction,
     pub combine: [CudaFunction; 3],
     pub pcgrad_solve: CudaFunction,
+    /// By the gradient's type (parameters and moments are f32).
+    pub adam: [CudaFunction; 3],
 }
 
 /// The one place a storage type selects its kernel.
@@ -64,6 +67,7 @@ impl CudaSurgery {
         };
         let (rows, multi_dir) = (load(ROWWISE)?, load(MULTI_DIR)?);
         let (gram, combine, pcgrad) = (load(GRAM)?, load(COMBINE)?, load(PCGRAD)?);
+        let adam = load(ADAM)?;
         let f = |m: &Arc<cudarc::driver::CudaModule>, name: String| {
             m.load_function(&name).map_err(driver(OP))
         };
@@ -89,6 +93,7 @@ impl CudaSurgery {
             gram_finish: f(&gram, "gram_finish".into())?,
             combine: per_dtype(&combine, "combine")?,
             pcgrad_solve: f(&pcgrad, "pcgrad_solve".into())?,
+            adam: per_dtype(&adam, "adam")?,
         };
         Ok(Self { ctx, k })
     }

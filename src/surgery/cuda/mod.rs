@@ -5,6 +5,8 @@
 //!   [`CudaSurgery::project_rows_multi`] for feature-space surgery;
 //! - [`TensorLists`] / [`OutputList`]: gradient lists as device tables, for
 //!   [`CudaSurgery::gram`], [`CudaSurgery::combine`] and [`CudaSurgery::pcgrad`];
+//! - [`CudaSurgery::adam`]: one Adam step over every trainable tensor, one launch on the same
+//!   tables (the optimiser's CUDA path; twin of `cpu::adam`);
 //! - [`CudaBackend`]: the same ops on host slices (copy in, run, copy out), the form the shared
 //!   test bodies and `dgs self-check --device cuda` use.
 //!
@@ -13,6 +15,7 @@
 //! the CPU backend; every launch error is returned. Without a driver or device,
 //! [`CudaSurgery::new`] returns [`CudaSurgeryError::NoCudaDevice`].
 
+mod adam;
 mod combine;
 pub(crate) mod device;
 pub(crate) mod error;
@@ -24,6 +27,7 @@ mod pcgrad;
 mod rowwise;
 mod tensor_list;
 
+pub use adam::AdamTensor;
 pub use cudarc;
 pub use device::{CudaSurgery, DeviceElement};
 pub use error::{CudaResult, CudaSurgeryError};

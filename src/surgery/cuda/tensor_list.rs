@@ -17,7 +17,7 @@ use crate::surgery::contract;
 use crate::surgery::transform::Transform;
 
 /// The device buffers a [`ListTableArg`] points into: addresses, lengths, item map.
-type TableBuffers = (
+pub(super) type TableBuffers = (
     CudaSlice<u64>,
     CudaSlice<i64>,
     CudaSlice<i32>,
@@ -58,7 +58,7 @@ pub struct TensorLists<'a, T> {
 }
 
 /// Upload `(addresses [k][n], lens, item map)` and describe them as a kernel argument.
-fn upload_table(
+pub(super) fn upload_table(
     op: &'static str,
     stream: &Arc<CudaStream>,
     addresses: &[u64],
