@@ -1,7 +1,9 @@
 // Dropout with masks from Philox4x32-10: element e of a mask stream is kept when the top 24 bits
 // of word e % 4 of philox((e / 4) as two words, layer << 2 | projection, step; seed) are at least
 // ⌈p · 2²⁴⌉, exactly as the CPU decides (`ops::block::MaskStream`). Kept elements are scaled by
-// 1 / (1 − p) (given, computed once in f32 on the host), dropped ones become 0.
+// 1 / (1 − p) (given, computed once in f32 on the host), dropped ones become 0. With `accumulate`
+// the result is added into `out` instead (the adapters' backward sums three projections' masked
+// gradients into one buffer): out + x · scale rounded once where kept, out untouched where dropped.
 #include "dtype.cuh"
 #include "philox.cuh"
 
@@ -20,6 +22,8 @@ struct DropoutArgs {
     unsigned step;
     unsigned threshold;        // keep when (word >> 8) >= threshold
     float kept_scale;
+    unsigned accumulate;       // 0: out = result; 1: out += result
+    unsigned reserved;
 };
 static_assert(sizeof(DropoutArgs) == kDropoutArgsBytes, "DropoutArgs must match the Rust struct");
 static_assert(alignof(DropoutArgs) == kArgsAlign, "DropoutArgs must match the Rust struct");
@@ -45,7 +49,11 @@ __device__ void dropout_impl(const DropoutArgs& a) {
             if (e < a.start || e >= end) continue;
             const long long i = (long long)(e - a.start);
             const bool keep = (words[j] >> 8) >= a.threshold;
-            out[i] = from_float<T>(keep ? to_float(x[i]) * a.kept_scale : 0.f);
+            if (a.accumulate) {
+                if (keep) out[i] = from_float<T>(to_float(out[i]) + to_float(x[i]) * a.kept_scale);
+            } else {
+                out[i] = from_float<T>(keep ? to_float(x[i]) * a.kept_scale : 0.f);
+            }
         }
     }
 }

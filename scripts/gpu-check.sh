@@ -96,8 +96,13 @@ fi
 if [ -x "$CARRY/bin/dgs-cuda" ]; then
   if want step; then
     part dgs_step 200 "$CARRY/bin/dgs-cuda" bench step --device cuda --json "$LOGS/dgs_step.json"
+    # The layer op's device path (bf16 only: the fused attention's types), beside the default.
+    part dgs_step_fused 150 env DGS_CUDA_LAYER=fused "$CARRY/bin/dgs-cuda" bench step --device cuda \
+      --dtypes bf16 --json "$LOGS/dgs_step_fused.json"
     part torch_step 300 "$PY" "$CARRY/torch_reference_step.py" --compile --json "$LOGS/torch_step.json"
     python3 "$CARRY/step-ratios.py" "$LOGS/dgs_step.json" "$LOGS/torch_step.json" > "$LOGS/step-ratios.txt" 2>&1 || true
+    python3 "$CARRY/step-ratios.py" "$LOGS/dgs_step_fused.json" "$LOGS/torch_step.json" \
+      > "$LOGS/step-ratios-fused.txt" 2>&1 || true
   fi
   # Where one ViT-L/14 bf16 DGS step's GPU time goes, kernel by kernel, in both.
   if want profile; then
@@ -134,6 +139,7 @@ summary() {
   echo "== torch kernels"; grep '^torch' "$LOGS/torch.log" 2>/dev/null
   if [ -f "$LOGS/dgs_step.log" ]; then
     echo "== training step (dgs)"; cat "$LOGS/dgs_step.log"
+    echo "== training step (dgs, DGS_CUDA_LAYER=fused)"; cat "$LOGS/dgs_step_fused.log" 2>/dev/null
     echo "== training step (PyTorch)"; grep -v Warning "$LOGS/torch_step.log" 2>/dev/null
     echo "== demo on the GPU"; cat "$LOGS/demo-cuda-report.txt" 2>/dev/null
   fi
@@ -143,10 +149,11 @@ summary() {
   printf '%s\n' "${rows[@]}"
   cat "$LOGS/ratios.txt" 2>/dev/null
   [ -f "$LOGS/step-ratios.txt" ] && cat "$LOGS/step-ratios.txt"
+  [ -f "$LOGS/step-ratios-fused.txt" ] && { echo "== fused layer"; cat "$LOGS/step-ratios-fused.txt"; }
 }
 summary > "$LOGS/summary.txt" 2>&1
 cp "$LOGS/summary.txt" "$OUT/"
-cp "$LOGS"/dgs_step.json "$LOGS"/torch_step.json "$OUT/" 2>/dev/null
+cp "$LOGS"/dgs_step.json "$LOGS"/dgs_step_fused.json "$LOGS"/torch_step.json "$OUT/" 2>/dev/null
 tar -C "$LOGS" -czf "$OUT/gpu-logs.tar.gz" . 2>/dev/null
 cat "$OUT/summary.txt"
 exit $fail

@@ -600,3 +600,7 @@ fn mis_shaped_operands_are_refused() {
         .to_string();
     assert!(e.contains("pooled rows [0, 17]"), "{e}");
 }
+
+#[cfg(feature = "cuda")]
+#[path = "block/cuda.rs"]
+mod cuda;

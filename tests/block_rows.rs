@@ -190,4 +190,29 @@ mod cuda {
             assert!(err.to_string().contains("16 bytes"), "{err}");
         }
     }
+
+    #[test]
+    #[cfg_attr(
+        not(dgs_gpu_tests),
+        ignore = "skipped: no CUDA device (GPU cases run in a DGS_GPU_TESTS=1 build, see docs/gpu.md)"
+    )]
+    fn misaligned_rows_are_refused_before_any_launch() {
+        let (k, stream) = device();
+        let s = &stream;
+        let cols = 16;
+        let x = s.alloc_zeros::<f32>(2 * cols + 1).expect("alloc");
+        let w = s.alloc_zeros::<f32>(cols).expect("alloc");
+        let (wv, bv) = (w.slice(..), w.slice(..));
+        let ln = DeviceLayerNorm {
+            weight: &wv,
+            bias: &bv,
+            eps: 1e-5,
+        };
+        let mut out = s.alloc_zeros::<f32>(2 * cols).expect("alloc");
+        // Rows that start one element (4 bytes) past an aligned address.
+        let err = k
+            .layer_norm(s, &x.slice(1..), &ln, &mut out.slice_mut(..), None)
+            .expect_err("refused");
+        assert!(err.to_string().contains("16-byte aligned"), "{err}");
+    }
 }

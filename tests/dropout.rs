@@ -1,6 +1,7 @@
-//! Dropout on the device against the CPU's masks (`MaskStream`), bit for bit: every storage
-//! type, lengths and stream offsets on either side of a generator call's four elements, run twice,
-//! and the argument checks. GPU cases, run in a DGS_GPU_TESTS=1 build (docs/gpu.md).
+//! Dropout on the device (written, and added into an output) against the CPU's masks
+//! (`MaskStream`), bit for bit: every storage type, lengths and stream offsets on either side of a
+//! generator call's four elements, run twice, and the argument checks. GPU cases, run in a
+//! DGS_GPU_TESTS=1 build (docs/gpu.md).
 #![cfg(feature = "cuda-kernels")]
 
 mod common;
@@ -81,6 +82,32 @@ mod cuda {
                     bits(&again),
                     want,
                     "{} n={n} start={start} p={p}, twice",
+                    T::DTYPE
+                );
+                // Added into an output: kept elements become out + x·scale (rounded once),
+                // dropped ones keep their bits.
+                let before: Vec<T> = random_elems(&mut rng, n, Magnitude::Normal(1.0));
+                let mut sum = stream.clone_htod(&before).expect("upload");
+                kernels
+                    .dropout_add(stream, &xd.slice(..), &mut sum.slice_mut(..), &d)
+                    .expect("launch");
+                let mut keep = vec![false; n];
+                MaskStream::new(d.key, d.layer, d.projection, d.p).fill(d.start, &mut keep);
+                let kept_scale = 1.0f32 / (1.0 - d.p);
+                let want_sum: Vec<T> = before
+                    .iter()
+                    .zip(&x)
+                    .zip(keep)
+                    .map(|((o, v), k)| match k {
+                        true => T::from_f32(o.to_f32() + v.to_f32() * kept_scale),
+                        false => *o,
+                    })
+                    .collect();
+                let got_sum = stream.clone_dtoh(&sum).expect("download");
+                assert_eq!(
+                    bits(&got_sum),
+                    bits(&want_sum),
+                    "{} n={n} p={p}, added",
                     T::DTYPE
                 );
             }

@@ -10,7 +10,7 @@ mod common;
 mod cuda {
     use std::sync::Arc;
 
-    use dgs::ops::block::cuda::{BlockKernels, GemmOperands, GemmShape, Gemms};
+    use dgs::ops::block::cuda::{BlockKernels, GemmOperands, GemmShape, Gemms, LeadingDims};
     use dgs::surgery::Element;
     use dgs::surgery::rng::SplitMix64;
     use dgs::surgery::verify::{Magnitude, random_elems};
@@ -41,6 +41,7 @@ mod cuda {
             k,
             a_transposed,
             b_transposed,
+            ..
         } = shape;
         let s = g.stream();
         let mut rng = SplitMix64::new(seed);
@@ -54,10 +55,9 @@ mod cuda {
         let (ad, bd, biasd, resd) = (up(&a), up(&b), up(&bias_v), up(&res_v));
         let (av, bv, biasv, resv) = (ad.slice(..), bd.slice(..), biasd.slice(..), resd.slice(..));
         let ops = GemmOperands {
-            a: &av,
-            b: &bv,
             bias: bias.then_some(&biasv),
             residual: residual.then_some(&resv),
+            ..GemmOperands::new(&av, &bv)
         };
         let mut out = s.alloc_zeros::<T>(m * n).expect("alloc");
         for _ in 0..2 {
@@ -116,11 +116,9 @@ mod cuda {
         for (i, (m, n, k)) in shapes.into_iter().enumerate() {
             for (a_transposed, b_transposed) in [(false, true), (false, false), (true, false)] {
                 let shape = GemmShape {
-                    m,
-                    n,
-                    k,
                     a_transposed,
                     b_transposed,
+                    ..GemmShape::linear(m, n, k)
                 };
                 for (bias, residual) in [(false, false), (true, false), (true, true), (false, true)]
                 {
@@ -142,22 +140,166 @@ mod cuda {
         let b = s.alloc_zeros::<f32>(6).expect("alloc");
         let mut out = s.alloc_zeros::<f32>(5).expect("alloc");
         let (av, bv) = (a.slice(..), b.slice(..));
-        let ops = GemmOperands {
-            a: &av,
-            b: &bv,
-            bias: None,
-            residual: None,
-        };
-        let shape = GemmShape {
-            m: 2,
-            n: 2,
-            k: 3,
-            a_transposed: false,
-            b_transposed: true,
-        };
+        let ops = GemmOperands::new(&av, &bv);
+        let shape = GemmShape::linear(2, 2, 3);
         let err = g
             .matmul(shape, &ops, &mut out.slice_mut(..))
             .expect_err("out is short");
         assert!(err.to_string().contains("`out`"), "{err}");
+    }
+
+    /// Column block `block` (of `blocks`, each `width` wide) of a row-major `[rows, blocks·width]`.
+    fn column_block(v: &[f64], rows: usize, width: usize, blocks: usize, block: usize) -> Vec<f64> {
+        (0..rows)
+            .flat_map(|r| {
+                let at = r * blocks * width + block * width;
+                v[at..at + width].iter().copied()
+            })
+            .collect()
+    }
+
+    /// The layer's adapter products: a column block of a wider matrix as A (the q/k/v gradient's
+    /// columns) and as D accumulated in place with α (the up-projection into q/k/v).
+    fn check_strided<T: Element>(g: &Gemms, (n, c, r): (usize, usize, usize), seed: u64) {
+        let s = g.stream();
+        let mut rng = SplitMix64::new(seed);
+        let wide_m: Vec<T> = random_elems(&mut rng, n * 3 * c, Magnitude::Normal(1.0));
+        let z: Vec<T> = random_elems(&mut rng, n * r, Magnitude::Normal(1.0));
+        let bmat: Vec<T> = random_elems(&mut rng, c * r, Magnitude::Normal(1.0));
+        let wide = |v: &[T]| v.iter().map(|e| e.to_f64()).collect::<Vec<_>>();
+        let (wf, zf, bf) = (wide(&wide_m), wide(&z), wide(&bmat));
+        let (zd, bd) = (
+            s.clone_htod(&z).expect("up"),
+            s.clone_htod(&bmat).expect("up"),
+        );
+        let alpha = 0.75f32;
+        for block in 0..3 {
+            // D[:, block] += α · z Bᵀ, in place inside the [n, 3c] matrix.
+            let mut wd = s.clone_htod(&wide_m).expect("up");
+            let shape = GemmShape {
+                ld: Some(LeadingDims {
+                    a: r,
+                    b: r,
+                    d: 3 * c,
+                }),
+                ..GemmShape::linear(n, c, r)
+            };
+            let (zv, bv) = (zd.slice(..), bd.slice(..));
+            let ops = GemmOperands {
+                accumulate: true,
+                alpha,
+                ..GemmOperands::new(&zv, &bv)
+            };
+            g.matmul(shape, &ops, &mut wd.slice_mut(block * c..))
+                .expect("accumulating product");
+            let got = wide(&s.clone_dtoh(&wd).expect("down"));
+            for row in 0..n {
+                for col in 0..3 * c {
+                    let mut want = wf[row * 3 * c + col];
+                    let mut scale = want.abs();
+                    if col / c == block {
+                        for j in 0..r {
+                            let p = f64::from(alpha) * zf[row * r + j] * bf[(col % c) * r + j];
+                            want += p;
+                            scale += p.abs();
+                        }
+                    }
+                    let got = got[row * 3 * c + col];
+                    let allowed = 4.0 * unit::<T>() * scale + 1e-30;
+                    assert!(
+                        approx::abs_diff_eq!(got, want, epsilon = allowed),
+                        "{} accumulate block {block} [{row}, {col}]: got {got}, want {want}",
+                        T::DTYPE
+                    );
+                }
+            }
+            // dz = G[:, block] · B: the column block as A.
+            let gd = s.clone_htod(&wide_m).expect("up");
+            let mut dz = s.alloc_zeros::<T>(n * r).expect("alloc");
+            let shape = GemmShape {
+                b_transposed: false,
+                ld: Some(LeadingDims {
+                    a: 3 * c,
+                    b: r,
+                    d: r,
+                }),
+                ..GemmShape::linear(n, r, c)
+            };
+            let (gv, bv) = (gd.slice(block * c..), bd.slice(..));
+            g.matmul(shape, &GemmOperands::new(&gv, &bv), &mut dz.slice_mut(..))
+                .expect("strided A");
+            let got = wide(&s.clone_dtoh(&dz).expect("down"));
+            let gblock = column_block(&wf, n, c, 3, block);
+            for row in 0..n {
+                for j in 0..r {
+                    let terms = (0..c).map(|k| gblock[row * c + k] * bf[k * r + j]);
+                    let (want, scale) = terms.fold((0.0, 0.0), |(w, s), p| (w + p, s + p.abs()));
+                    let got = got[row * r + j];
+                    let allowed = 4.0 * unit::<T>() * scale + 1e-30;
+                    assert!(
+                        approx::abs_diff_eq!(got, want, epsilon = allowed),
+                        "{} strided A block {block} [{row}, {j}]: got {got}, want {want}",
+                        T::DTYPE
+                    );
+                }
+            }
+        }
+    }
+
+    /// One rounding unit of the storage type.
+    fn unit<T: Element>() -> f64 {
+        match T::DTYPE {
+            dgs::surgery::DType::F32 => f64::from(f32::EPSILON),
+            dgs::surgery::DType::F16 => 2f64.powi(-10),
+            dgs::surgery::DType::BF16 => 2f64.powi(-7),
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(dgs_gpu_tests),
+        ignore = "skipped: no CUDA device (GPU cases run in a DGS_GPU_TESTS=1 build, see docs/gpu.md)"
+    )]
+    fn column_blocks_and_in_place_accumulation_match_float64() {
+        let g = gemms();
+        for (i, dims) in [(5, 8, 4), (77, 64, 6), (257, 768, 6)]
+            .into_iter()
+            .enumerate()
+        {
+            for_each_dtype!(T => check_strided::<T>(&g, dims, 100 + i as u64));
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(dgs_gpu_tests),
+        ignore = "skipped: no CUDA device (GPU cases run in a DGS_GPU_TESTS=1 build, see docs/gpu.md)"
+    )]
+    fn bad_strides_and_double_addends_are_refused() {
+        let g = gemms();
+        let s = g.stream();
+        let a = s.alloc_zeros::<f32>(64).expect("alloc");
+        let b = s.alloc_zeros::<f32>(64).expect("alloc");
+        let mut out = s.alloc_zeros::<f32>(64).expect("alloc");
+        let (av, bv) = (a.slice(..), b.slice(..));
+        let narrow = GemmShape {
+            ld: Some(LeadingDims { a: 3, b: 4, d: 4 }),
+            ..GemmShape::linear(2, 4, 4)
+        };
+        let err = g
+            .matmul(narrow, &GemmOperands::new(&av, &bv), &mut out.slice_mut(..))
+            .expect_err("lda 3 < k 4");
+        assert!(err.to_string().contains("row stride"), "{err}");
+        let (a16, b16, c16) = (a.slice(..16), b.slice(..16), b.slice(16..32));
+        let shape = GemmShape::linear(4, 4, 4);
+        let both = GemmOperands {
+            accumulate: true,
+            residual: Some(&c16),
+            ..GemmOperands::new(&a16, &b16)
+        };
+        let err = g
+            .matmul(shape, &both, &mut out.slice_mut(..16))
+            .expect_err("accumulate and residual");
+        assert!(err.to_string().contains("accumulate"), "{err}");
     }
 }

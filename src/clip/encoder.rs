@@ -65,8 +65,21 @@ impl LayerNorm {
     }
 }
 
-/// The layers of one tower: the layer op on the CPU, tensor ops under autograd on CUDA (until
-/// the op has its CUDA kernels).
+/// Whether a tower on `device` in `dtype` runs the layer op. Always on the CPU. On CUDA only when
+/// `DGS_CUDA_LAYER=fused` is set and the dtype is f16 or bf16 (the fused attention's types): the
+/// op's CUDA path has not run on a GPU yet, so the default stays on tensor ops under autograd
+/// until a GPU check has compared it with the CPU twin (docs/kernels.md).
+fn fused_layers(device: &Device, dtype: DType) -> bool {
+    match device {
+        Device::Cpu => true,
+        _ => {
+            let asked = std::env::var("DGS_CUDA_LAYER").is_ok_and(|v| v == "fused");
+            asked && matches!(dtype, DType::F16 | DType::BF16)
+        }
+    }
+}
+
+/// The layers of one tower: the layer op, or tensor ops under autograd (see [`fused_layers`]).
 enum Layers {
     Fused(Vec<FusedLayer>),
     Ops(Vec<OpsLayer>),
@@ -82,13 +95,13 @@ impl Encoder {
     pub fn new(cfg: &TowerConfig, b: &Builders<'_>, causal: bool) -> Result<Self> {
         let each = |i: usize| b.pp(&format!("layers.{i}"));
         let count = cfg.num_hidden_layers;
-        let layers = match b.vb.device() {
-            Device::Cpu => Layers::Fused(
+        let layers = match fused_layers(b.vb.device(), b.vb.dtype()) {
+            true => Layers::Fused(
                 (0..count)
                     .map(|i| FusedLayer::new(cfg, &each(i), i, causal))
                     .collect::<Result<_>>()?,
             ),
-            _ => Layers::Ops(
+            false => Layers::Ops(
                 (0..count)
                     .map(|i| OpsLayer::new(cfg, &each(i)))
                     .collect::<Result<_>>()?,

@@ -12,6 +12,8 @@
 
 pub mod attention;
 pub mod block;
+#[cfg(feature = "cuda")]
+mod device_cache;
 mod dtype;
 mod frozen_linear;
 mod last_dim;
@@ -29,3 +31,5 @@ pub use softmax::softmax_last_dim;
 pub use suppression::{
     ProjectOffHarm, orthogonal_suppression, orthogonal_suppression_op_chain, project_off_harm,
 };
+#[cfg(feature = "cuda")]
+pub(crate) use suppression_cuda::surgery_for;

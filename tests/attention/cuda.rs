@@ -112,6 +112,8 @@ struct Results<T> {
     o: Vec<T>,
     lse: Vec<f32>,
     dqkv: [Vec<T>; 3],
+    /// In the fused layout: the gradients from `backward_packed`, packed into one buffer.
+    packed: Option<Vec<T>>,
 }
 
 fn run_device<T: Element>(
@@ -186,10 +188,38 @@ fn run_device<T: Element>(
             .expect("backward");
     }
     let down = |b: &CudaSlice<T>| s.clone_dtoh(b).expect("download");
+    // The three views share one buffer's contents: `up[0]` holds the whole packed projection.
+    let packed = matches!(c.layout, Layout::Fused).then(|| {
+        let mut dqkv = s.alloc_zeros::<T>(len).expect("alloc");
+        let mut delta = s.alloc_zeros::<f32>(rows).expect("alloc");
+        let outputs = [
+            Heads {
+                data: &o_view,
+                layout: o_layout,
+            },
+            Heads {
+                data: &do_view,
+                layout: o_layout,
+            },
+        ];
+        dev.kernels
+            .backward_packed(
+                s,
+                shape,
+                &up[0].slice(..),
+                outputs,
+                &lse_view,
+                &mut dqkv.slice_mut(..),
+                &mut delta.slice_mut(..),
+            )
+            .expect("packed backward");
+        down(&dqkv)
+    });
     Results {
         o: down(&o),
         lse: s.clone_dtoh(&lse).expect("download"),
         dqkv: [down(&grads[0]), down(&grads[1]), down(&grads[2])],
+        packed,
     }
 }
 
@@ -221,6 +251,19 @@ fn check_case<T: Element>(dev: &Device, c: &Case, seed: u64) {
     assert_eq!(bits(&got.o), bits(&again.o), "O differs between runs");
     for (g, a) in got.dqkv.iter().zip(&again.dqkv) {
         assert_eq!(bits(g), bits(a), "a gradient differs between runs");
+    }
+    if let Some(packed) = &got.packed {
+        // Each element belongs to q, k or v by its column: the same bits as that gradient.
+        let part = c.heads * D;
+        for (i, e) in packed.iter().enumerate() {
+            let which = (i % (3 * part)) / part;
+            let want = got.dqkv[which][i].to_f64().to_bits();
+            assert_eq!(
+                e.to_f64().to_bits(),
+                want,
+                "packed gradient element {i} differs"
+            );
+        }
     }
     let (out_tol, grad_tol) = tolerances::<T>();
     let o_layout = HeadLayout::contiguous(c.heads, c.t);

@@ -25,10 +25,14 @@
 //! then flows through). When the input carries no gradient (the first layer: the embeddings are frozen)
 //! the backward skips the input gradient, and with it the largest of its products.
 //!
-//! This is the CPU implementation (f32 arithmetic; f16/bf16 operands are widened on entry and the
-//! output rounded once). On CUDA the layer still runs as tensor ops under candle's autograd
-//! (`clip::layer_ops`) until the CUDA kernels of this op land; the first of them, dropout with
-//! the same Philox masks, is in the `cuda` module (feature `cuda-kernels`, docs/kernels.md).
+//! On the CPU the op computes in f32 (f16/bf16 operands are widened on entry and the output
+//! rounded once): the twin the CUDA op is tested against. On CUDA (feature `cuda`; f16 and bf16,
+//! head size 64) it runs the same decomposition on the device — cuBLASLt products, our row
+//! kernels, the fused attention, the same Philox dropout masks — through [`cuda`]'s
+//! `forward`/`backward`, keeping also the attention output (the flash backward reads it). That
+//! path is **untested on GPU** so far: `clip` uses it only when `DGS_CUDA_LAYER=fused` is set
+//! (`clip::layer_ops`, candle's tensor ops under autograd, is the default on CUDA until a GPU
+//! run has checked it; docs/kernels.md).
 
 mod activation;
 mod cpu;
@@ -39,6 +43,8 @@ mod cpu_lora;
 pub mod cpu_rows;
 #[cfg(feature = "cuda-kernels")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+mod cuda_op;
 mod dims;
 mod fast_exp;
 mod outputs;
@@ -52,7 +58,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 
 pub use activation::Activation;
-use dims::Dims;
+pub use dims::Dims;
 use outputs::Outputs;
 pub use philox::{DropoutKey, MaskStream, philox4x32};
 pub use weights::LayerWeights;
@@ -112,6 +118,9 @@ struct BlockOp {
     /// Whether the forward keeps what the backward needs.
     keep: bool,
     saved: Mutex<Option<Saved>>,
+    /// What a CUDA training forward keeps, for its backward.
+    #[cfg(feature = "cuda")]
+    device_saved: Mutex<Option<cuda_op::DeviceKept>>,
 }
 
 /// One layer on `x` (`[B, T, C]`), with `adapters` on q/k/v when given: `[B, T, C]`. The result
@@ -151,6 +160,18 @@ fn apply(
 ) -> Result<Tensor> {
     let x = x.contiguous()?;
     weights.dims(x.shape(), cfg.heads)?;
+    // candle checks the op's tensor arguments only; the weights travel inside the op.
+    if let Some(w) = weights
+        .all()
+        .into_iter()
+        .find(|w| !w.device().same_device(x.device()))
+    {
+        candle_core::bail!(
+            "layer op: a weight is on {:?}, the input on {:?}",
+            w.device().location(),
+            x.device().location()
+        )
+    }
     let mut op = BlockOp {
         weights: weights.clone(),
         cfg,
@@ -161,6 +182,8 @@ fn apply(
         want_dx: false,
         keep: false,
         saved: Mutex::new(None),
+        #[cfg(feature = "cuda")]
+        device_saved: Mutex::new(None),
     };
     let Some(ad) = adapters else {
         // Without adapters the only gradient is the input's: recorded when it carries one.
@@ -182,7 +205,13 @@ fn apply(
     let trainable = x.track_op() || ad.a.track_op() || ad.b.track_op();
     (op.rank, op.scale, op.dropout) = (rank, ad.scale as f32, ad.dropout);
     (op.want_dx, op.keep) = (x.track_op(), trainable);
-    let (a, b) = (ad.a.contiguous()?, ad.b.contiguous()?);
+    // The device op computes in the activations' type: adapters kept in f32 are cast (under
+    // autograd, so their gradients come back in f32); the CPU op widens everything itself.
+    let cast = |t: &Tensor| match x.device().is_cuda() {
+        true => t.to_dtype(x.dtype())?.contiguous(),
+        false => t.contiguous(),
+    };
+    let (a, b) = (cast(ad.a)?, cast(ad.b)?);
     match trainable {
         true => x.apply_op3(&a, &b, op),
         false => x.apply_op3_no_bwd(&a, &b, &op),
@@ -289,7 +318,20 @@ impl CustomOp1 for BlockOp {
         self.forward_cpu((x, xl), None)
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.forward_cuda((x, xl), None)
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return Ok(self.backward_cuda(x, None, grad)?.0);
+        }
         let dx = self.backward_cpu(x, None, grad)?.dx;
         dx.map(|dx| slices::to_tensor(dx, x)).transpose()
     }
@@ -313,6 +355,19 @@ impl CustomOp3 for BlockOp {
         self.forward_cpu((x, xl), Some((&a, &b)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+        a: &candle_core::CudaStorage,
+        al: &Layout,
+        b: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.forward_cuda((x, xl), Some([(a, al), (b, bl)]))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -321,6 +376,12 @@ impl CustomOp3 for BlockOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let (dx, adapters) = self.backward_cuda(x, Some((a, b)), grad)?;
+            let (da, db) = adapters.unzip();
+            return Ok((dx, da, db));
+        }
         let parts = self.backward_cpu(x, Some((a, b)), grad)?;
         let dx = parts.dx.map(|dx| slices::to_tensor(dx, x)).transpose()?;
         let da = slices::to_tensor(parts.da, a)?;

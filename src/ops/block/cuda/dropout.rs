@@ -40,6 +40,9 @@ struct DropoutArgs {
     step: u32,
     threshold: u32,
     kept_scale: f32,
+    /// 0: `out = result`; 1: `out += result`.
+    accumulate: u32,
+    reserved: u32,
 }
 
 kernel_args!(DropoutArgs, contract::DROPOUT_ARGS_BYTES);
@@ -58,8 +61,31 @@ impl BlockKernels {
         out: &mut CudaViewMut<'_, T>,
         d: &DeviceDropout,
     ) -> CudaResult<()> {
-        const OP: &str = "cuda dropout";
-        check(OP, self, stream, x.len(), out.len(), d)?;
+        self.launch_dropout("cuda dropout", stream, x, out, d, false)
+    }
+
+    /// `out += x · 1/(1 − p)` where the mask keeps an element; `out` unchanged where it drops
+    /// it (the sum is rounded once to the storage type). One launch, no host synchronisation.
+    pub fn dropout_add<T: DeviceElement>(
+        &self,
+        stream: &Arc<CudaStream>,
+        x: &CudaView<'_, T>,
+        out: &mut CudaViewMut<'_, T>,
+        d: &DeviceDropout,
+    ) -> CudaResult<()> {
+        self.launch_dropout("cuda dropout_add", stream, x, out, d, true)
+    }
+
+    fn launch_dropout<T: DeviceElement>(
+        &self,
+        op: &'static str,
+        stream: &Arc<CudaStream>,
+        x: &CudaView<'_, T>,
+        out: &mut CudaViewMut<'_, T>,
+        d: &DeviceDropout,
+        accumulate: bool,
+    ) -> CudaResult<()> {
+        check(op, self, stream, x.len(), out.len(), d)?;
         if x.is_empty() {
             return Ok(());
         }
@@ -77,6 +103,8 @@ impl BlockKernels {
             step: d.key.step as u32,
             threshold: stream_of.threshold(),
             kept_scale: 1.0 / (1.0 - d.p),
+            accumulate: u32::from(accumulate),
+            reserved: 0,
         };
         // The stream quads x spans: at most one more than its own length needs.
         let quads = x.len().div_ceil(4) + 1;
@@ -85,7 +113,7 @@ impl BlockKernels {
         launch.arg(&args);
         // SAFETY: `dropout_<dtype>` takes one `DropoutArgs`; x and out hold n elements each
         // (checked) and are distinct buffers (one borrowed shared, the other exclusively).
-        unsafe { launch.launch(cfg) }.map_err(driver(OP))?;
+        unsafe { launch.launch(cfg) }.map_err(driver(op))?;
         Ok(())
     }
 }

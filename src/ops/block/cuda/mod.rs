@@ -1,13 +1,15 @@
-//! The layer's CUDA kernels (feature `cuda-kernels`), launched through cudarc on a caller-given
-//! stream. So far: dropout with the Philox masks the CPU draws ([`BlockKernels::dropout`]), and
-//! the row-wise pieces — layer norm forward and backward, the MLP activation and its derivative
-//! ([`BlockKernels::layer_norm`] and the rest in `rows`); the matrix products through cuBLASLt
-//! with cached plans ([`Gemms`]). The layer op itself still runs on the
-//! CPU; on CUDA the model uses candle's tensor ops until the rest of the layer's kernels land
-//! (see the module docs of [`super`]).
+//! The layer on the device (feature `cuda-kernels`), launched through cudarc on a caller-given
+//! stream: dropout with the Philox masks the CPU draws ([`BlockKernels::dropout`]), the row-wise
+//! pieces — layer norm forward and backward, the MLP activation and its derivative
+//! ([`BlockKernels::layer_norm`] and the rest in `rows`) — the matrix products through cuBLASLt
+//! with cached plans ([`Gemms`]), and with the fused attention of `ops::attention::cuda` the
+//! whole layer's [`forward`] and [`backward`] over cudarc buffers ([`LayerEngine`]). The candle
+//! op runs them on CUDA tensors with feature `cuda` (see the module docs of [`super`]).
 
 mod dropout;
 mod gemm;
+mod layer;
+mod layer_backward;
 mod rows;
 
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 pub use dropout::DeviceDropout;
-pub use gemm::{GemmOperands, GemmShape, Gemms};
+pub use gemm::{GemmOperands, GemmShape, Gemms, LeadingDims};
+pub use layer::{DeviceAdapters, DeviceSaved, DeviceWeights, LayerCall, LayerEngine, forward};
+pub use layer_backward::{DeviceGrads, backward};
 pub use rows::DeviceLayerNorm;
 
 use crate::surgery::SurgeryError;

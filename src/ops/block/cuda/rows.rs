@@ -94,6 +94,13 @@ impl BlockKernels {
         let (b_ptr, _b) = ln.bias.device_ptr(stream);
         let (out_ptr, _o) = out.device_ptr_mut(stream);
         let stats = stats.map(|s| s.device_ptr_mut(stream));
+        let pointers = [
+            ("x", x_ptr),
+            ("weight", w_ptr),
+            ("bias", b_ptr),
+            ("out", out_ptr),
+        ];
+        check_aligned(OP, &pointers)?;
         let args = RowsArgs {
             x: x_ptr,
             w: w_ptr,
@@ -140,6 +147,13 @@ impl BlockKernels {
         let (s_ptr, _s) = stats.device_ptr(stream);
         let (dy_ptr, _dy) = dy.device_ptr(stream);
         let (dx_ptr, _dx) = dx.device_ptr_mut(stream);
+        let pointers = [
+            ("x", x_ptr),
+            ("weight", w_ptr),
+            ("dy", dy_ptr),
+            ("dx", dx_ptr),
+        ];
+        check_aligned(OP, &pointers)?;
         let args = RowsArgs {
             x: x_ptr,
             w: w_ptr,
@@ -266,7 +280,8 @@ impl BlockKernels {
         Ok(())
     }
 
-    /// The checks every layer-norm call shares; returns the row count.
+    /// The checks every layer-norm call shares (before the addresses are known: see
+    /// [`check_aligned`]); returns the row count.
     fn check_rows<T: DeviceElement>(
         &self,
         op: &'static str,
@@ -304,5 +319,20 @@ impl BlockKernels {
             });
         }
         Ok(x_len / cols)
+    }
+}
+
+/// The layer norms read and write rows with 16-byte vector accesses: every row operand must
+/// start 16-byte aligned (whole rows of a multiple of 16 bytes keep the rest aligned).
+fn check_aligned(op: &'static str, pointers: &[(&'static str, u64)]) -> CudaResult<()> {
+    match pointers.iter().find(|(_, address)| address % 16 != 0) {
+        Some(&(arg, address)) => Err(SurgeryError::InvalidValue {
+            op,
+            arg,
+            value: format!("{address:#x}"),
+            why: "row operands must be 16-byte aligned",
+        }
+        .into()),
+        None => Ok(()),
     }
 }

@@ -11,10 +11,14 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::surgery::cuda::error::driver;
-use crate::surgery::cuda::launch::{check_stream_context, grid_config, kernel_args, launch_config};
+mod backward;
+mod check;
+
+use crate::surgery::cuda::error::{driver, invalid};
+use crate::surgery::cuda::launch::{check_stream_context, grid_config, kernel_args};
 use crate::surgery::cuda::{CudaResult, CudaSurgeryError, DeviceElement};
-use crate::surgery::{DType, SurgeryError, contract};
+use crate::surgery::{DType, contract};
+use check::{check_disjoint, check_operand, check_stats};
 
 /// The head dimension the kernels are written for.
 pub const HEAD_DIM: usize = 64;
@@ -206,99 +210,6 @@ impl AttentionKernels {
         Ok(())
     }
 
-    /// dQ, dK and dV (`grads`, laid out as Q, K and V) of `Σ O ⊙ dO`, from the forward's output
-    /// `o` and `lse`; `d_o` has `o`'s layout; `delta` (`[batch, heads, t]` f32) is workspace.
-    /// Three launches, no atomics, no host synchronisation.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward<T: DeviceElement>(
-        &self,
-        stream: &Arc<CudaStream>,
-        shape: &AttentionShape,
-        [q, k, v]: [Heads<'_, T>; 3],
-        [o, d_o]: [Heads<'_, T>; 2],
-        lse: &CudaView<'_, f32>,
-        [dq, dk, dv]: [&mut CudaViewMut<'_, T>; 3],
-        delta: &mut CudaViewMut<'_, f32>,
-    ) -> CudaResult<()> {
-        const OP: &str = "cuda attention backward";
-        let kernel = self.check(OP, stream, shape, T::DTYPE)?;
-        for (arg, h) in [("q", &q), ("k", &k), ("v", &v), ("o", &o), ("d_o", &d_o)] {
-            check_operand(
-                OP,
-                arg,
-                shape,
-                h.layout,
-                h.data.len(),
-                address(h.data, stream),
-            )?;
-        }
-        if d_o.layout != o.layout {
-            return Err(invalid(
-                OP,
-                "d_o",
-                format!("{:?}", d_o.layout),
-                "dO must have O's layout",
-            ));
-        }
-        for (arg, g, layout) in [
-            ("dq", &dq, q.layout),
-            ("dk", &dk, k.layout),
-            ("dv", &dv, v.layout),
-        ] {
-            check_operand(OP, arg, shape, layout, g.len(), g.device_ptr(stream).0)?;
-            check_disjoint(OP, arg, shape, layout)?;
-        }
-        check_stats(OP, "lse", shape, lse.len())?;
-        check_stats(OP, "delta", shape, delta.len())?;
-        if shape.batch * shape.heads * shape.t == 0 {
-            return Ok(());
-        }
-        // The guards keep each buffer's stream ordering in force until the launches are queued.
-        let (q_ptr, _q) = q.data.device_ptr(stream);
-        let (k_ptr, _k) = k.data.device_ptr(stream);
-        let (v_ptr, _v) = v.data.device_ptr(stream);
-        let (o_ptr, _o) = o.data.device_ptr(stream);
-        let (do_ptr, _do) = d_o.data.device_ptr(stream);
-        let (lse_ptr, _l) = lse.device_ptr(stream);
-        let (dq_ptr, _dq) = dq.device_ptr_mut(stream);
-        let (dk_ptr, _dk) = dk.device_ptr_mut(stream);
-        let (dv_ptr, _dv) = dv.device_ptr_mut(stream);
-        let (delta_ptr, _d) = delta.device_ptr_mut(stream);
-        let args = AttentionArgs {
-            q: q_ptr,
-            k: k_ptr,
-            v: v_ptr,
-            o: o_ptr,
-            lse: lse_ptr,
-            d_o: do_ptr,
-            dq: dq_ptr,
-            dk: dk_ptr,
-            dv: dv_ptr,
-            delta: delta_ptr,
-            sq: q.layout.into(),
-            sk: k.layout.into(),
-            sv: v.layout.into(),
-            so: o.layout.into(),
-            ..base_args(shape)
-        };
-        let rows = shape.batch * shape.heads * shape.t;
-        let delta_cfg = launch_config(rows.div_ceil(THREADS as usize / 32).min(1 << 16), THREADS);
-        for (f, cfg) in [
-            (&self.delta[kernel], delta_cfg),
-            (&self.dk_dv[kernel], self.blocks(shape)),
-            (&self.dq[kernel], self.blocks(shape)),
-        ] {
-            let mut launch = stream.launch_builder(f);
-            launch.arg(&args);
-            // SAFETY: each kernel takes one `AttentionArgs`; every operand and gradient fits its
-            // buffer under its layout with 8-element strides and 16-byte alignment, lse and
-            // delta hold batch × heads × t floats (all checked above). delta is written by the
-            // first launch before the next two read it (same stream).
-            unsafe { launch.launch(cfg) }.map_err(driver(OP))?;
-        }
-        Ok(())
-    }
-
     /// The kernel index of `dtype` after the checks every call shares.
     fn check(
         &self,
@@ -343,6 +254,18 @@ impl AttentionKernels {
     }
 }
 
+/// The layout of q (and of k and v, `part` elements further on) in a packed
+/// `[batch, t, 3, heads, 64]` buffer, and `part` (C = heads · 64).
+pub fn packed_layout(shape: &AttentionShape) -> (HeadLayout, usize) {
+    let part = shape.heads * HEAD_DIM;
+    let layout = HeadLayout {
+        batch_stride: shape.t * 3 * part,
+        head_stride: HEAD_DIM,
+        row_stride: 3 * part,
+    };
+    (layout, part)
+}
+
 fn base_args(shape: &AttentionShape) -> AttentionArgs {
     AttentionArgs {
         batch: shape.batch as i32,
@@ -360,127 +283,4 @@ fn address<T>(v: &CudaView<'_, T>, stream: &CudaStream) -> u64 {
 
 fn address_mut<T>(v: &mut CudaViewMut<'_, T>, stream: &CudaStream) -> u64 {
     v.device_ptr_mut(stream).0
-}
-
-fn invalid(
-    op: &'static str,
-    arg: &'static str,
-    value: String,
-    why: &'static str,
-) -> CudaSurgeryError {
-    SurgeryError::InvalidValue {
-        op,
-        arg,
-        value,
-        why,
-    }
-    .into()
-}
-
-/// The operand's strides allow 16-byte loads, its address is 16-byte aligned, and its last
-/// element under the layout lies inside the buffer.
-fn check_operand(
-    op: &'static str,
-    arg: &'static str,
-    shape: &AttentionShape,
-    l: HeadLayout,
-    len: usize,
-    address: u64,
-) -> CudaResult<()> {
-    let strides = [l.batch_stride, l.head_stride, l.row_stride];
-    if strides.iter().any(|s| s % 8 != 0) || l.row_stride < HEAD_DIM {
-        return Err(invalid(
-            op,
-            arg,
-            format!("{l:?}"),
-            "strides must be multiples of 8 elements, rows at least 64 apart",
-        ));
-    }
-    if address % 16 != 0 {
-        return Err(invalid(
-            op,
-            arg,
-            format!("{address:#x}"),
-            "the buffer must be 16-byte aligned",
-        ));
-    }
-    if shape.batch * shape.heads * shape.t == 0 {
-        return Ok(());
-    }
-    let extent = [
-        (shape.batch - 1, l.batch_stride),
-        (shape.heads - 1, l.head_stride),
-        (shape.t - 1, l.row_stride),
-    ]
-    .iter()
-    .try_fold(HEAD_DIM, |acc, &(n, s)| {
-        n.checked_mul(s).and_then(|x| x.checked_add(acc))
-    });
-    match extent {
-        Some(need) if need <= len && need <= i64::MAX as usize => Ok(()),
-        _ => Err(SurgeryError::LengthMismatch {
-            op,
-            arg,
-            expected: extent.unwrap_or(usize::MAX),
-            got: len,
-            why: format!(
-                "[{}, {}, {}, 64] under {l:?}",
-                shape.batch, shape.heads, shape.t
-            ),
-        }
-        .into()),
-    }
-}
-
-/// An output's rows do not overlap one another (so each element has one writer): ordered by
-/// stride, each dimension steps past everything the dimensions inside it span.
-fn check_disjoint(
-    op: &'static str,
-    arg: &'static str,
-    shape: &AttentionShape,
-    l: HeadLayout,
-) -> CudaResult<()> {
-    let mut dims = [
-        (l.row_stride, shape.t),
-        (l.head_stride, shape.heads),
-        (l.batch_stride, shape.batch),
-    ];
-    dims.sort_unstable();
-    let mut span = HEAD_DIM;
-    for (stride, count) in dims {
-        if count <= 1 {
-            continue;
-        }
-        if stride < span {
-            return Err(invalid(
-                op,
-                arg,
-                format!("{l:?}"),
-                "an output's rows must not overlap",
-            ));
-        }
-        span += stride * (count - 1);
-    }
-    Ok(())
-}
-
-/// A per-row statistic (`[batch, heads, t]` f32) has exactly one value per row.
-fn check_stats(
-    op: &'static str,
-    arg: &'static str,
-    shape: &AttentionShape,
-    len: usize,
-) -> CudaResult<()> {
-    let rows = shape.batch * shape.heads * shape.t;
-    if len != rows {
-        return Err(SurgeryError::LengthMismatch {
-            op,
-            arg,
-            expected: rows,
-            got: len,
-            why: "one value per (image, head, row)".into(),
-        }
-        .into());
-    }
-    Ok(())
 }

@@ -18,9 +18,15 @@ use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys;
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 
+mod check;
+mod plan;
+
 use super::BlockKernels;
+use crate::surgery::DType;
+use crate::surgery::cuda::error::invalid;
 use crate::surgery::cuda::{CudaResult, CudaSurgeryError, DeviceElement};
-use crate::surgery::{DType, SurgeryError};
+use check::check_operands;
+use plan::Plan;
 
 /// The shape of a row-major product `D[m, n] = op(A)[m, k] · op(B)[k, n]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,15 +38,86 @@ pub struct GemmShape {
     pub a_transposed: bool,
     /// B is stored `[n, k]`: a linear layer's weight, `y = x Wᵀ`.
     pub b_transposed: bool,
+    /// The stored matrices' row strides, when they are not packed (`None`): a column block of
+    /// a wider matrix, such as q's columns of the fused `[N, 3C]` q/k/v.
+    pub ld: Option<LeadingDims>,
 }
 
-/// One product's operands. `bias` (`[n]`) is added to every row; `residual` (`[m, n]`) is
-/// added through β = 1 (it may not be the output buffer: cuBLASLt reads C and writes D).
+/// Row strides in elements of A, B and D (and C, which has D's layout) as stored, each at
+/// least its stored row's length (the plan's algorithm is chosen for these strides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LeadingDims {
+    pub a: usize,
+    pub b: usize,
+    pub d: usize,
+}
+
+impl GemmShape {
+    /// A linear layer, `D[m, n] = A[m, k] · Wᵀ` with `W` stored `[n, k]`; packed operands.
+    pub fn linear(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            m,
+            n,
+            k,
+            a_transposed: false,
+            b_transposed: true,
+            ld: None,
+        }
+    }
+
+    /// `D[m, n] = A[m, k] · B[k, n]`, nothing transposed; packed operands.
+    pub fn product(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            b_transposed: false,
+            ..Self::linear(m, n, k)
+        }
+    }
+
+    /// The stored `(rows, cols)` of A, B and D.
+    fn stored(&self) -> [(usize, usize); 3] {
+        let (m, n, k) = (self.m, self.n, self.k);
+        [
+            if self.a_transposed { (k, m) } else { (m, k) },
+            if self.b_transposed { (n, k) } else { (k, n) },
+            (m, n),
+        ]
+    }
+
+    /// The row strides in effect: the given ones, or the packed ones.
+    pub fn leading_dims(&self) -> LeadingDims {
+        let [a, b, d] = self.stored();
+        self.ld.unwrap_or(LeadingDims {
+            a: a.1,
+            b: b.1,
+            d: d.1,
+        })
+    }
+}
+
+/// One product's operands, `D = α · op(A) · op(B) (+ bias) (+ C)`. `bias` (`[n]`) is added to
+/// every row. C is `residual` (`[m, n]`, a separate buffer: cuBLASLt reads C and writes D), or
+/// with `accumulate` the output's own contents (in place, β = 1); at most one of the two.
 pub struct GemmOperands<'a, T> {
     pub a: &'a CudaView<'a, T>,
     pub b: &'a CudaView<'a, T>,
     pub bias: Option<&'a CudaView<'a, T>>,
     pub residual: Option<&'a CudaView<'a, T>>,
+    pub accumulate: bool,
+    pub alpha: f32,
+}
+
+impl<'a, T> GemmOperands<'a, T> {
+    /// `D = A · B`: no bias, nothing added, α = 1.
+    pub fn new(a: &'a CudaView<'a, T>, b: &'a CudaView<'a, T>) -> Self {
+        Self {
+            a,
+            b,
+            bias: None,
+            residual: None,
+            accumulate: false,
+            alpha: 1.0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,7 +133,9 @@ const WORKSPACE_BYTES: usize = 32 << 20;
 /// The alignment the plans are chosen for, and every operand's address is checked against.
 const ALIGNMENT: u64 = 16;
 
-/// cuBLASLt on one stream with its plans. Products run on that stream, in order.
+/// cuBLASLt on one stream with its plans. Products run on that stream, in order. One workspace
+/// serves every product, so the stream's work must come from one host thread: candle's devices
+/// use the per-thread default stream, on which two threads' products would run concurrently.
 pub struct Gemms {
     handle: Handle,
     stream: Arc<CudaStream>,
@@ -132,6 +211,11 @@ impl Gemms {
             return Ok(());
         }
         let plan = self.plan::<T>(shape, x.bias.is_some())?;
+        // cuBLASLt runs in the thread's current context, which must be the stream's.
+        self.stream
+            .context()
+            .bind_to_thread()
+            .map_err(crate::surgery::cuda::error::driver(OP))?;
         {
             let s = &self.stream;
             let (a, _a) = x.a.device_ptr(s);
@@ -139,6 +223,7 @@ impl Gemms {
             let (d, _d) = out.device_ptr_mut(s);
             let residual = x.residual.map(|c| c.device_ptr(s));
             let bias = x.bias.map(|v| v.device_ptr(s));
+            // C is the residual, or D itself: in place when accumulating (β = 1), unread otherwise.
             let c = residual.as_ref().map_or(d, |(ptr, _)| *ptr);
             let bias_ptr = bias.as_ref().map_or(0, |(ptr, _)| *ptr);
             for (arg, address) in [
@@ -149,16 +234,12 @@ impl Gemms {
                 ("bias", bias_ptr),
             ] {
                 if address % ALIGNMENT != 0 {
-                    return Err(SurgeryError::InvalidValue {
-                        op: OP,
-                        arg,
-                        value: format!("{address:#x}"),
-                        why: "operands must be 16-byte aligned",
-                    }
-                    .into());
+                    let why = "operands must be 16-byte aligned";
+                    return Err(invalid(OP, arg, format!("{address:#x}"), why));
                 }
             }
-            let (alpha, beta) = (1.0f32, if residual.is_some() { 1.0f32 } else { 0.0 });
+            let adds = residual.is_some() || x.accumulate;
+            let (alpha, beta) = (x.alpha, if adds { 1.0f32 } else { 0.0 });
             let mut workspace = self
                 .workspace
                 .lock()
@@ -180,8 +261,9 @@ impl Gemms {
             // SAFETY: the plan's layouts describe exactly the buffers passed (their lengths and
             // 16-byte alignment were checked above: A, B, D and C hold the elements the layouts
             // address); cuBLASLt's operand "A" is our B and its "B" our A (the transposed problem);
-            // the workspace holds WORKSPACE_BYTES and is used by one product at a time (lock held);
-            // the stream is this handle's.
+            // the workspace holds WORKSPACE_BYTES and is used by one product at a time: the lock
+            // serialises the queuing, and the products run in order on this handle's one stream
+            // (fed by one host thread, see `Gemms`).
             unsafe {
                 lt::matmul(
                     self.handle.0,
@@ -240,207 +322,4 @@ impl Gemms {
         plans.insert(key, plan.clone());
         Ok(plan)
     }
-}
-
-/// The descriptors and algorithm of one product shape.
-struct Plan {
-    desc: sys::cublasLtMatmulDesc_t,
-    /// Column-major layouts of our A, our B and D (C has D's layout).
-    layout_a: sys::cublasLtMatrixLayout_t,
-    layout_b: sys::cublasLtMatrixLayout_t,
-    layout_d: sys::cublasLtMatrixLayout_t,
-    algo: sys::cublasLtMatmulAlgo_t,
-    bias_in_epilogue: bool,
-}
-
-// SAFETY: the descriptors are plain host objects of cuBLASLt; the only mutation after creation
-// (the bias pointer) happens under `Gemms::workspace`'s lock.
-unsafe impl Send for Plan {}
-// SAFETY: as above.
-unsafe impl Sync for Plan {}
-
-fn data_type(d: DType) -> sys::cudaDataType {
-    match d {
-        DType::F32 => sys::cudaDataType::CUDA_R_32F,
-        DType::F16 => sys::cudaDataType::CUDA_R_16F,
-        DType::BF16 => sys::cudaDataType::CUDA_R_16BF,
-    }
-}
-
-impl Plan {
-    fn new(handle: &Handle, key: &PlanKey, bias: bool) -> CudaResult<Self> {
-        const OP: &str = "cublasLt plan";
-        let GemmShape {
-            m,
-            n,
-            k,
-            a_transposed,
-            b_transposed,
-        } = key.shape;
-        let ty = data_type(key.dtype);
-        let desc = lt::create_matmul_desc(
-            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            sys::cudaDataType::CUDA_R_32F,
-        )
-        .map_err(cublas(OP))?;
-        // From here on the descriptors are owned by `plan`, whose Drop frees them on any error.
-        let mut plan = Plan {
-            desc,
-            layout_a: std::ptr::null_mut(),
-            layout_b: std::ptr::null_mut(),
-            layout_d: std::ptr::null_mut(),
-            // SAFETY: the algorithm is a plain array of integers, for which zero is a valid
-            // value; the heuristic overwrites it below before any use.
-            algo: unsafe { std::mem::zeroed() },
-            bias_in_epilogue: bias,
-        };
-        // cuBLASLt's first operand is our B: it must come out `n × k`. Stored `[k, n]` row-major
-        // it is already `n × k` column-major; stored `[n, k]` it is `k × n` and transposed.
-        let (b_rows, b_cols) = if b_transposed { (k, n) } else { (n, k) };
-        // Its second operand is our A, needed `k × m`: `[m, k]` row-major is `k × m`
-        // column-major; stored `[k, m]` it is `m × k` and transposed.
-        let (a_rows, a_cols) = if a_transposed { (m, k) } else { (k, m) };
-        let layout = |rows: usize, cols: usize| {
-            lt::create_matrix_layout(ty, rows as u64, cols as u64, rows as i64).map_err(cublas(OP))
-        };
-        plan.layout_b = layout(b_rows, b_cols)?;
-        plan.layout_a = layout(a_rows, a_cols)?;
-        plan.layout_d = layout(n, m)?;
-        let set = |attr, value: &i32| {
-            // SAFETY: `desc` is alive; each attribute set here is a 4-byte integer.
-            unsafe {
-                lt::set_matmul_desc_attribute(
-                    plan.desc,
-                    attr,
-                    (value as *const i32).cast(),
-                    size_of::<i32>(),
-                )
-            }
-            .map_err(cublas(OP))
-        };
-        use sys::cublasLtMatmulDescAttributes_t as A;
-        set(A::CUBLASLT_MATMUL_DESC_TRANSA, &i32::from(b_transposed))?;
-        set(A::CUBLASLT_MATMUL_DESC_TRANSB, &i32::from(a_transposed))?;
-        if bias {
-            set(
-                A::CUBLASLT_MATMUL_DESC_EPILOGUE,
-                &(sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS as i32),
-            )?;
-        }
-        plan.algo = heuristic(handle, &plan)?;
-        Ok(plan)
-    }
-}
-
-/// The heuristic's first algorithm for a plan's descriptors, within our workspace, for 16-byte
-/// aligned operands.
-fn heuristic(handle: &Handle, plan: &Plan) -> CudaResult<sys::cublasLtMatmulAlgo_t> {
-    const OP: &str = "cublasLt heuristic";
-    let pref = lt::create_matmul_pref().map_err(cublas(OP))?;
-    let result = (|| {
-        use sys::cublasLtMatmulPreferenceAttributes_t as P;
-        let set = |attr, value: u64| {
-            // SAFETY: `pref` is alive; these attributes are 8-byte unsigned integers.
-            unsafe { lt::set_matmul_pref_attribute(pref, attr, (&value as *const u64).cast(), 8) }
-                .map_err(cublas(OP))
-        };
-        set(
-            P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-            WORKSPACE_BYTES as u64,
-        )?;
-        for attr in [
-            P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-            P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-            P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-            P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-        ] {
-            set(attr, ALIGNMENT)?;
-        }
-        // SAFETY: the handle, descriptors and layouts are alive; C has D's layout.
-        let found = unsafe {
-            lt::get_matmul_algo_heuristic(
-                handle.0,
-                plan.desc,
-                plan.layout_b,
-                plan.layout_a,
-                plan.layout_d,
-                plan.layout_d,
-                pref,
-            )
-        }
-        .map_err(cublas(OP))?;
-        Ok(found.algo)
-    })();
-    // SAFETY: created above, destroyed once.
-    let _ = unsafe { lt::destroy_matmul_pref(pref) };
-    result
-}
-
-impl Drop for Plan {
-    fn drop(&mut self) {
-        // SAFETY: each descriptor was created for this plan (or is null) and is destroyed once;
-        // failures while tearing down have nobody to report to.
-        unsafe {
-            for layout in [self.layout_a, self.layout_b, self.layout_d] {
-                if !layout.is_null() {
-                    let _ = lt::destroy_matrix_layout(layout);
-                }
-            }
-            let _ = lt::destroy_matmul_desc(self.desc);
-        }
-    }
-}
-
-/// Lengths and alignment of every operand against the shape, before any call into cuBLASLt.
-fn check_operands<T: DeviceElement>(
-    op: &'static str,
-    shape: &GemmShape,
-    x: &GemmOperands<'_, T>,
-    out_len: usize,
-) -> CudaResult<()> {
-    let GemmShape { m, n, k, .. } = *shape;
-    if k == 0 && m * n > 0 {
-        return Err(SurgeryError::InvalidValue {
-            op,
-            arg: "k",
-            value: "0".into(),
-            why: "the contraction must have at least one term",
-        }
-        .into());
-    }
-    let fits_i32 = |v: usize| i64::try_from(v).is_ok_and(|v| v <= i64::from(i32::MAX));
-    for (what, v) in [("m", m), ("n", n), ("k", k)] {
-        if !fits_i32(v) {
-            return Err(CudaSurgeryError::TooLarge {
-                op,
-                what,
-                got: v,
-                max: i32::MAX as usize,
-            });
-        }
-    }
-    let mut lens = vec![
-        ("a", m * k, x.a.len()),
-        ("b", k * n, x.b.len()),
-        ("out", m * n, out_len),
-    ];
-    if let Some(b) = x.bias {
-        lens.push(("bias", n, b.len()));
-    }
-    if let Some(c) = x.residual {
-        lens.push(("residual", m * n, c.len()));
-    }
-    for (arg, expected, got) in lens {
-        if expected != got {
-            return Err(SurgeryError::LengthMismatch {
-                op,
-                arg,
-                expected,
-                got,
-                why: format!("{shape:?}"),
-            }
-            .into());
-        }
-    }
-    Ok(())
 }
