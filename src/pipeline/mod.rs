@@ -4,6 +4,8 @@
 
 mod batch;
 mod bench;
+#[cfg(feature = "cuda")]
+mod cuda_pool;
 pub mod demo;
 mod error;
 mod evaluate;

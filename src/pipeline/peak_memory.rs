@@ -12,6 +12,9 @@
 
 use candle_core::Device;
 
+#[cfg(feature = "cuda")]
+use super::cuda_pool as cuda;
+
 /// Start a new measurement: forget the peak seen so far.
 pub fn reset_peak(device: &Device) {
     match device {
@@ -55,67 +58,5 @@ pub fn device_in_use(device: &Device) -> Option<u64> {
             Some(total.saturating_sub(free) as u64)
         }
         _ => None,
-    }
-}
-
-#[cfg(feature = "cuda")]
-mod cuda {
-    use candle_core::cuda_backend::CudaDevice;
-    use cudarc::driver::sys;
-
-    fn check(r: sys::CUresult, what: &str) -> Result<(), String> {
-        if r == sys::CUresult::CUDA_SUCCESS {
-            Ok(())
-        } else {
-            Err(format!("{what}: {r:?}"))
-        }
-    }
-
-    fn default_pool(d: &CudaDevice) -> Result<sys::CUmemoryPool, String> {
-        let ctx = d.cuda_stream().context().clone();
-        if !ctx.has_async_alloc() {
-            return Err("the device has no memory pools; allocations bypass them".into());
-        }
-        ctx.bind_to_thread().map_err(|e| e.to_string())?;
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        // SAFETY: `pool` is a valid out-pointer; `cu_device` comes from a live context.
-        check(
-            unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) },
-            "cuDeviceGetDefaultMemPool",
-        )?;
-        Ok(pool)
-    }
-
-    pub fn pool_high_water(d: &CudaDevice) -> Result<u64, String> {
-        let pool = default_pool(d)?;
-        let mut value: u64 = 0;
-        // SAFETY: USED_MEM_HIGH is a cuuint64_t attribute; `value` is a u64 out-location.
-        check(
-            unsafe {
-                sys::cuMemPoolGetAttribute(
-                    pool,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                    (&mut value as *mut u64).cast(),
-                )
-            },
-            "cuMemPoolGetAttribute(USED_MEM_HIGH)",
-        )?;
-        Ok(value)
-    }
-
-    pub fn reset_pool_high_water(d: &CudaDevice) -> Result<(), String> {
-        let pool = default_pool(d)?;
-        let mut zero: u64 = 0;
-        // SAFETY: the driver accepts only 0 for USED_MEM_HIGH, read from a u64 location.
-        check(
-            unsafe {
-                sys::cuMemPoolSetAttribute(
-                    pool,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                    (&mut zero as *mut u64).cast(),
-                )
-            },
-            "cuMemPoolSetAttribute(USED_MEM_HIGH)",
-        )
     }
 }

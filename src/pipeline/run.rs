@@ -183,14 +183,34 @@ pub fn parse_device(name: &str) -> Result<Device, PipelineError> {
                         .into(),
                 ));
             }
-            Device::new_cuda(ordinal).map_err(|source| {
+            let device = Device::new_cuda(ordinal).map_err(|source| {
                 PipelineError::compute(format!("opening CUDA device {ordinal}"), source)
-            })
+            })?;
+            #[cfg(feature = "cuda")]
+            if let Device::Cuda(d) = &device {
+                configure_cuda(d);
+            }
+            Ok(device)
         }
         n => Err(PipelineError::Invalid(format!(
             "unknown device `{n}`: use cpu or cuda"
         ))),
     }
+}
+
+/// The device settings of a dgs run, before anything is allocated on it: freed memory stays in
+/// the pool for the next step, and allocations carry no per-use events. A pool setting the
+/// device refuses (one without memory pools) is said once and skipped.
+#[cfg(feature = "cuda")]
+fn configure_cuda(d: &candle_core::cuda_backend::CudaDevice) {
+    if let Err(e) = super::cuda_pool::keep_freed_memory(d) {
+        eprintln!("note: freed GPU memory goes back to the driver each step ({e})");
+    }
+    // SAFETY: every device operation of a dgs run is issued from the thread that opened the
+    // device (the loader's threads only fill host buffers), so all of them go to that thread's one
+    // stream, in order: no buffer is used, written or freed on a second stream, which is what the
+    // events would guard.
+    unsafe { d.disable_event_tracking() };
 }
 
 /// `f32`, `f16` or `bf16` (the frozen weights' and activations' dtype; adapters, heads and
