@@ -1,7 +1,7 @@
 // Runs kernels/attention.cu on the CPU under the host emulation (cuda_host.h) and compares it with
 // a float64 attention computed here (the formulas of src/ops/attention/reference.rs):
 //   forward O and lse; backward dQ, dK, dV with the row term D = rowsum(dO ⊙ O) from the
-//   reference O. The kernels run as the launch code runs them (src/ops/attention/cuda.rs):
+//   reference O. The kernels run as the launch code runs them (src/ops/attention/cuda/):
 //   blockDim 128; grid (ceil(t/64), heads, batch) for forward, dk_dv and dq; the delta kernel
 //   grid-stride over min(ceil(rows/4), 65536) blocks; the backward reads the kernel's own O and
 //   lse. Besides the errors it checks that every output element is written, that nothing else in
@@ -20,7 +20,7 @@
 
 namespace {
 
-// `AttentionArgs` as src/ops/attention/cuda.rs lays it out (repr(C)), not the kernel's own
+// `AttentionArgs` as src/ops/attention/cuda/ lays it out (repr(C)), not the kernel's own
 // declaration: the layouts must agree for the launch to work.
 struct Strides {
     long long batch, head, row;

@@ -1,8 +1,9 @@
 // Host emulation of the CUDA features the checked kernels use, so the kernel sources themselves
 // can be compiled by g++ and run on the CPU (scripts/host-emulation/run.sh). Covered:
-// kernels/attention.cu, kernels/block_rows.cu and kernels/dropout.cu (with the headers they
-// include: dtype.cuh, reduce.cuh, philox.cuh — philox.cuh's host branch of mul_hi, since
-// __CUDA_ARCH__ is not defined here). Not a general CUDA emulator: one 1-D block of any size that
+// kernels/attention.cu, kernels/block_rows.cu, kernels/dropout.cu and the surgery kernels
+// (rowwise.cu, multi_dir.cu, gram.cu, combine.cu, pcgrad.cu), with the headers they include:
+// dtype.cuh, reduce.cuh, tensor_list.cuh, philox.cuh — philox.cuh's host branch of mul_hi, since
+// __CUDA_ARCH__ is not defined here. Not a general CUDA emulator: one 1-D block of any size that
 // is a multiple of 32 (up to 1024) runs at a time, as one std::thread per CUDA thread; a launch
 // creates its threads once and runs its blocks on them one after another.
 //
@@ -11,7 +12,8 @@
 //   threadIdx, ...      thread_local, set by dgs_host_launch for each emulated thread.
 //   __syncthreads       a barrier over the block's threads.
 //   __shfl_xor_sync     each lane writes its value to a per-warp slot, warp barrier, reads its
-//                       partner's slot (slots double-buffered, so one barrier per operation).
+//                       partner's slot (slots double-buffered, so one barrier per operation);
+//                       float and double (a slot holds a double: a float passes through exactly).
 //   mma m16n8k16        dgs_host_mma_f16 / _bf16: every lane deposits its fragments, warp barrier,
 //                       each lane rebuilds A (16×16), B (16×8), C (16×8) from PTX's fragment
 //                       layouts, computes its four elements of D = A·B + C in float (products of
@@ -19,7 +21,14 @@
 //   __half, bf16        16-bit storage types with round-to-nearest-even conversions.
 //   uint2/uint4/float2  plain structs with CUDA's alignment, make_* constructors.
 //   expf, erff, ...     the host's libm (<cmath>): not the device's implementations, whose
-//                       results may differ in the last bits.
+//                       results may differ in the last bits. isfinite: std::isfinite.
+//   __dadd_rn, ...      __dadd_rn, __dsub_rn, __dmul_rn, __ddiv_rn: one double operation each, rounded
+//                       to nearest (x86-64 SSE2 double arithmetic; g++ cannot contract them into
+//                       fused multiply-adds: the build targets baseline x86-64, which has no FMA).
+//   __fadd_rn, ...      __fadd_rn, __fsub_rn, __fmul_rn, __fdiv_rn, __fsqrt_rn: one float operation
+//                       each, rounded to nearest (SSE float arithmetic, std::sqrt; run.sh builds
+//                       with -ffp-contract=off so none is fused into a multiply-add).
+//   __umul64hi          the high 64 bits of a 64×64-bit product (unsigned __int128).
 //
 // Checks: a barrier that waits more than DGS_HOST_BARRIER_TIMEOUT_S seconds (default 60) aborts
 // (a divergent __syncthreads / shuffle / mma); at the end of each block every thread must have
@@ -51,7 +60,7 @@
 #define __device__
 #define __global__
 #define __host__
-#define __forceinline__
+#define __forceinline__ inline  // as CUDA's own host-side definition: a header's helpers may be in many objects
 #define __launch_bounds__(...)
 #define __shared__ static
 
@@ -85,6 +94,23 @@ inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }
 inline long long max(long long a, long long b) { return a > b ? a : b; }
+using std::isfinite;
+
+// ---- float and double intrinsics with explicit rounding, 64-bit high product ----
+
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
 
 // ---- 16-bit floating types ----
 
@@ -207,7 +233,7 @@ private:
 // operation n + 2 (reusing operation n's set) after every lane has arrived at operation n + 1's
 // barrier, that is, after every lane has finished reading operation n's. One barrier per operation.
 struct DgsHostWarpSlots {
-    float shfl_value[32];
+    double shfl_value[32];
     unsigned shfl_mask[32];
     int shfl_offset[32];
     unsigned a[32][4], b[32][2];
@@ -244,7 +270,7 @@ inline void __syncthreads() {
     dgs_host_block->bar.arrive_and_wait();
 }
 
-inline float __shfl_xor_sync(unsigned mask, float v, int offset) {
+inline double dgs_host_shfl_xor(unsigned mask, double v, int offset) {
     DgsHostWarp& w = dgs_host_warp();
     const int lane = threadIdx.x & 31;
     ++w.shfl_calls[lane];
@@ -259,6 +285,8 @@ inline float __shfl_xor_sync(unsigned mask, float v, int offset) {
         dgs_host_fail("shuffle: lanes disagree on mask or offset (or a lane is in another operation)");
     return s.shfl_value[partner];
 }
+inline float __shfl_xor_sync(unsigned mask, float v, int offset) { return (float)dgs_host_shfl_xor(mask, v, offset); }
+inline double __shfl_xor_sync(unsigned mask, double v, int offset) { return dgs_host_shfl_xor(mask, v, offset); }
 
 // mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 d, a, b, d — fragment layouts of
 // the PTX ISA ("Matrix Fragments for mma.m16n8k16 with floating point type"), g = lane >> 2,

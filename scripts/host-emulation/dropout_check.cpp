@@ -13,7 +13,9 @@
 // single block, so the grid-stride loop runs several times, and one with n = 0 (which dropout.rs
 // never launches; the kernel must write nothing), and one with p at an element's own word (kept
 // exactly at the threshold). Outputs start as 0xff bytes (NaN) between guards of 0xff that must
-// stay intact; x must stay unchanged.
+// stay intact; x must stay unchanged. In accumulate mode (dropout_add) the output starts as random
+// values; kept elements must become out + x · kept_scale (f32, rounded once), dropped ones keep
+// their bits.
 //
 // Also pinned: for seed 7, step 3, layer 5, projection 1, p 0.8, start 0 the first 16 keep
 // decisions are 0000000000110000, by the reference and by the kernel (the same string
@@ -41,8 +43,9 @@ struct HostArgs {
     unsigned long long start;
     uint32_t key_lo, key_hi, layer_projection, step, threshold;
     float kept_scale;
+    uint32_t accumulate, reserved;
 };
-static_assert(sizeof(HostArgs) == 56, "DROPOUT_ARGS_BYTES");
+static_assert(sizeof(HostArgs) == 64, "DROPOUT_ARGS_BYTES");
 static_assert(alignof(HostArgs) == 8, "ARGS_ALIGN");
 
 }  // namespace
@@ -210,13 +213,16 @@ struct Result {
 
 // One launch over x[0 .. n) at stream index `start`; `grid` 0: dropout.rs's.
 Result run_case(Dt d, const Stream& s, long long n, uint64_t start, unsigned grid, std::mt19937_64& rng,
-                const std::string& name) {
+                const std::string& name, bool accumulate = false) {
     std::normal_distribution<float> normal(0.f, 1.f);
     const size_t len = (size_t)std::max(n, 0LL);
     Buffer x(d, len), out(d, len);
     for (size_t i = 0; i < len; ++i) put_bits(d, x.data(), i, bits_of(d, 2.f * normal(rng)));
-    const auto x0 = x.snapshot();
-    const HostArgs a = args_for(s, x.data(), out.data(), n, start);
+    if (accumulate)
+        for (size_t i = 0; i < len; ++i) put_bits(d, out.data(), i, bits_of(d, 3.f * normal(rng)));
+    const auto x0 = x.snapshot(), out0 = out.snapshot();
+    HostArgs a = args_for(s, x.data(), out.data(), n, start);
+    a.accumulate = accumulate ? 1 : 0;
     dgs_host_launch(kernel_of(d), dim3{grid ? grid : std::max(grid_for(n), 1u), 1, 1}, kThreads, a);
     if (!x.same_as(x0)) problem(name, "x changed (or a write into its guards)");
     if (!out.guards_intact()) problem(name, "a write outside the output (guard changed)");
@@ -225,7 +231,10 @@ Result run_case(Dt d, const Stream& s, long long n, uint64_t start, unsigned gri
     for (size_t i = 0; i < len; ++i) {
         const bool keep = s.keep(start + i);
         r.kept += keep;
-        const uint32_t want = keep ? bits_of(d, value_of(d, bits_at(d, x.data(), i)) * scale) : bits_of(d, 0.f);
+        const float xi = value_of(d, bits_at(d, x.data(), i));
+        const uint32_t before = bits_at(d, out0.data() + kGuardBytes, i);
+        const uint32_t want = !accumulate ? (keep ? bits_of(d, xi * scale) : bits_of(d, 0.f))
+                                          : (keep ? bits_of(d, value_of(d, before) + xi * scale) : before);
         const uint32_t got = bits_at(d, out.data(), i);
         if (got != want) {
             if (r.mismatches < 3) {
@@ -321,6 +330,18 @@ int main(int argc, char** argv) {
         const int before0 = failures;
         run_case((Dt)di, s, 0, 5, 1, rng, label);
         std::printf("%-34s %s\n", label, failures == before0 ? "ok" : "FAIL");
+    }
+    // Accumulate mode (dropout_add), per type, several grids' worth and a one-block grid.
+    for (int di = 0; di < 3; ++di) {
+        const Stream s{0x5555aaaa5555aaaaull + di, 9, 7, (uint32_t)di, 0.8f};
+        for (unsigned grid : {0u, 1u}) {
+            char label[64];
+            std::snprintf(label, sizeof label, "%-4s accumulate p=0.8 start=3 n=%lld grid %s", kDtName[di],
+                          n_stride, grid ? "1" : "dropout.rs's");
+            const int before = failures;
+            const Result r = run_case((Dt)di, s, n_stride, 3, grid, rng, label, true);
+            std::printf("%-50s kept %zu/%lld  %s\n", label, r.kept, n_stride, failures == before ? "ok" : "FAIL");
+        }
     }
     // The threshold itself: p = t · 2^-24 (exact in f32) makes the threshold t, the top 24 bits of
     // element 5's word, which must be kept (>=, not >); element 6 (another word) is decided as usual.

@@ -8,65 +8,100 @@
 #                                     their derivatives, bias_add (f32/f16/bf16) vs float64
 #   dropout    kernels/dropout.cu     dropout_check.cpp: bit for bit vs a reference Philox4x32-10
 #                                     mask (itself checked against Random123's known answers)
+#   surgery    kernels/rowwise.cu,    surgery_check.cpp: the gradient-surgery kernels (row
+#              multi_dir.cu, gram.cu, projection, K-direction projection, Gram and combine over
+#              combine.cu, pcgrad.cu  tensor lists, PCGrad's device solve; f32/f16/bf16) vs
+#                                     float64, PCGrad's weights bit for bit
+#   adam       kernels/adam.cu        adam_check.cpp: the multi-tensor Adam update bit for bit vs
+#                                     the same f32 operations in the same order (f32/f16/bf16
+#                                     gradients, awkward lengths, grid-stride reruns)
 #
 #   scripts/host-emulation/run.sh [MODE] [CHECK...]
 #     MODE     release (default): optimised build, every case
 #              tsan: ThreadSanitizer build, a few cases each: a missing __syncthreads shows up as a
 #                    data race on a __shared__ array (happens-before, whatever the interleaving)
 #              asan: AddressSanitizer + UBSan build, a few cases each
-#     CHECK    attention, rows, dropout (default: all three)
+#     CHECK    attention, rows, dropout, surgery, adam (default: all five)
 #
 # Runs every selected check (even after one fails); exits 1 if any failed (or did not build).
 #
-# DGS_HOST_KERNEL_ATTENTION, DGS_HOST_KERNEL_ROWS, DGS_HOST_KERNEL_DROPOUT: another copy of that
+# DGS_HOST_KERNEL_ATTENTION, DGS_HOST_KERNEL_ROWS, DGS_HOST_KERNEL_DROPOUT, DGS_HOST_KERNEL_ADAM: another copy of that
 # kernel source (e.g. a deliberately broken one, to see the check fail); kernels/ stays on the
 # include path for dtype.cuh and the other headers. DGS_HOST_KERNEL is the older name of
-# DGS_HOST_KERNEL_ATTENTION.
+# DGS_HOST_KERNEL_ATTENTION. The surgery check compiles five sources, one variable each:
+# DGS_HOST_KERNEL_ROWWISE, DGS_HOST_KERNEL_MULTI_DIR, DGS_HOST_KERNEL_GRAM,
+# DGS_HOST_KERNEL_COMBINE, DGS_HOST_KERNEL_PCGRAD.
+#
+# Every kernel source is compiled with cuda_host.h included first (-include), as nvcc includes
+# cuda_runtime.h before a .cu file: a kernel that includes no CUDA header (pcgrad.cu) still sees
+# __global__ and the intrinsics.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 mode="${1:-release}"
 [ $# -gt 0 ] && shift
 checks=("$@")
-[ ${#checks[@]} -eq 0 ] && checks=(attention rows dropout)
+[ ${#checks[@]} -eq 0 ] && checks=(attention rows dropout surgery adam)
 build="${DGS_HOST_EMULATION_BUILD:-${TMPDIR:-/tmp}/dgs-host-emulation}/$mode"
 mkdir -p "$build"
 
-flags=(-std=c++17 -pthread -fno-strict-aliasing -DDGS_HOST_EMULATION -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas
+flags=(-std=c++17 -pthread -fno-strict-aliasing -ffp-contract=off -DDGS_HOST_EMULATION -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas
        -I "$here" -I "$root/kernels" -I "$build")
 run_args=()
 case "$mode" in
   release) flags+=(-O2) ;;
   tsan) flags+=(-O1 -g -fsanitize=thread); run_args=(--quick) ;;
   asan) flags+=(-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined); run_args=(--quick) ;;
-  *) echo "usage: $0 [release|tsan|asan] [attention|rows|dropout ...]" >&2; exit 2 ;;
+  *) echo "usage: $0 [release|tsan|asan] [attention|rows|dropout|surgery|adam ...]" >&2; exit 2 ;;
 esac
 
-kernel_of() {  # CHECK → the kernel source it compiles
+kernels_of() {  # CHECK → the kernel sources it compiles, one a line
   case "$1" in
     attention) echo "${DGS_HOST_KERNEL_ATTENTION:-${DGS_HOST_KERNEL:-$root/kernels/attention.cu}}" ;;
     rows) echo "${DGS_HOST_KERNEL_ROWS:-$root/kernels/block_rows.cu}" ;;
     dropout) echo "${DGS_HOST_KERNEL_DROPOUT:-$root/kernels/dropout.cu}" ;;
-    *) echo "unknown check '$1' (attention, rows, dropout)" >&2; return 2 ;;
+    adam) echo "${DGS_HOST_KERNEL_ADAM:-$root/kernels/adam.cu}" ;;
+    surgery)
+      echo "${DGS_HOST_KERNEL_ROWWISE:-$root/kernels/rowwise.cu}"
+      echo "${DGS_HOST_KERNEL_MULTI_DIR:-$root/kernels/multi_dir.cu}"
+      echo "${DGS_HOST_KERNEL_GRAM:-$root/kernels/gram.cu}"
+      echo "${DGS_HOST_KERNEL_COMBINE:-$root/kernels/combine.cu}"
+      echo "${DGS_HOST_KERNEL_PCGRAD:-$root/kernels/pcgrad.cu}"
+      ;;
+    *) echo "unknown check '$1' (attention, rows, dropout, surgery, adam)" >&2; return 2 ;;
   esac
 }
-for c in "${checks[@]}"; do kernel_of "$c" > /dev/null || exit 2; done
+for c in "${checks[@]}"; do kernels_of "$c" > /dev/null || exit 2; done
 
 rustc --edition 2021 -O -o "$build/contract_header" "$here/contract_header.rs"
 "$build/contract_header" > "$build/dgs_contract.cuh"
 
-# Compile the kernels and harnesses two at a time (the kernel and its harness of one check
-# together), then link; a check that does not build counts as failed.
+# Compile each check's harness and kernels two at a time, then link; a check that does not build
+# counts as failed.
 declare -A built
 for c in "${checks[@]}"; do
-  g++ "${flags[@]}" -x c++ -c "$(kernel_of "$c")" -o "$build/${c}_kernel.o" &
-  kpid=$!
-  g++ "${flags[@]}" -c "$here/${c}_check.cpp" -o "$build/${c}_check.o" &
-  hpid=$!
+  mapfile -t sources < <(kernels_of "$c")
+  objects=()
+  jobs=("$here/${c}_check.cpp=$build/${c}_check.o")
+  for i in "${!sources[@]}"; do
+    objects+=("$build/${c}_kernel$i.o")
+    jobs+=("${sources[$i]}=$build/${c}_kernel$i.o")
+  done
   ok=1
-  wait "$kpid" || ok=0
-  wait "$hpid" || ok=0
-  if [ "$ok" = 1 ] && g++ "${flags[@]}" "$build/${c}_kernel.o" "$build/${c}_check.o" -o "$build/${c}_check"; then
+  for ((j = 0; j < ${#jobs[@]}; j += 2)); do
+    pids=()
+    for job in "${jobs[@]:j:2}"; do
+      src="${job%=*}" obj="${job##*=}"
+      if [ "$obj" = "$build/${c}_check.o" ]; then
+        g++ "${flags[@]}" -c "$src" -o "$obj" &
+      else
+        g++ "${flags[@]}" -include cuda_host.h -x c++ -c "$src" -o "$obj" &
+      fi
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || ok=0; done
+  done
+  if [ "$ok" = 1 ] && g++ "${flags[@]}" "${objects[@]}" "$build/${c}_check.o" -o "$build/${c}_check"; then
     built[$c]=1
   else
     built[$c]=0
@@ -75,7 +110,7 @@ done
 
 failed=()
 for c in "${checks[@]}"; do
-  echo "== $c ($(kernel_of "$c"), $mode)"
+  echo "== $c ($(kernels_of "$c" | paste -sd ' '), $mode)"
   start=$SECONDS
   if [ "${built[$c]}" = 1 ] && "$build/${c}_check" "${run_args[@]}"; then
     echo "== $c: ok ($((SECONDS - start)) s)"
