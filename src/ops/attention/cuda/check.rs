@@ -3,8 +3,8 @@
 
 use super::{AttentionShape, HEAD_DIM, HeadLayout};
 use crate::surgery::SurgeryError;
-use crate::surgery::cuda::error::invalid;
 use crate::surgery::cuda::CudaResult;
+use crate::surgery::cuda::error::invalid;
 
 /// The operand's strides allow 16-byte loads, its address is 16-byte aligned, and its last
 /// element under the layout lies inside the buffer.
