@@ -36,6 +36,27 @@ pub(crate) fn check_stream_context(
     Ok(())
 }
 
+/// The alignment in bytes of every operand address: the kernels' 16-byte vector accesses and the
+/// cuBLASLt plans' minimum alignment.
+pub(crate) const OPERAND_ALIGNMENT: u64 = 16;
+
+/// Every named device address is [`OPERAND_ALIGNMENT`]-aligned, or an invalid-value error naming
+/// the first that is not.
+pub(crate) fn check_aligned(op: &'static str, pointers: &[(&'static str, u64)]) -> CudaResult<()> {
+    match pointers
+        .iter()
+        .find(|(_, address)| address % OPERAND_ALIGNMENT != 0)
+    {
+        Some(&(arg, address)) => Err(super::error::invalid(
+            op,
+            arg,
+            format!("{address:#x}"),
+            "operands must be 16-byte aligned",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Headroom below `i32::MAX` for a row's length: the row kernels walk a row with an `int` index
 /// that steps by up to threads × vector width (≤ 1024 × 8) and may pass the row's end by one step
 /// before the loop test stops it, so the row must end at least one step before `int` overflows.

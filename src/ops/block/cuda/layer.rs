@@ -166,6 +166,21 @@ impl<'a, T> DeviceAdapters<'a, T> {
         )
     }
 
+    /// A buffer for the adapters' masked input (`len` elements) when the pass has dropout.
+    pub(super) fn dropout_buffer(
+        &self,
+        s: &Arc<CudaStream>,
+        len: usize,
+    ) -> CudaResult<Option<CudaSlice<T>>>
+    where
+        T: DeviceElement,
+    {
+        // SAFETY: rewritten in full by the dropout kernel before each read (`adapter_input`).
+        self.dropout
+            .map(|_| unsafe { scratch::<T>(s, len) })
+            .transpose()
+    }
+
     /// Projection `p`'s mask in a training pass.
     pub(super) fn mask(&self, p: usize) -> Option<DeviceDropout> {
         self.dropout.map(|drop| DeviceDropout {
@@ -175,6 +190,24 @@ impl<'a, T> DeviceAdapters<'a, T> {
             p: drop.p,
             start: 0,
         })
+    }
+}
+
+/// The adapters' input for one projection: the layer norm's output `ln`, or, with a mask and a
+/// buffer from [`DeviceAdapters::dropout_buffer`], `ln` under the mask written into `spare`.
+pub(super) fn adapter_input<'b, T: DeviceElement>(
+    e: &LayerEngine,
+    ln: &'b CudaSlice<T>,
+    spare: &'b mut Option<CudaSlice<T>>,
+    mask: Option<&DeviceDropout>,
+) -> CudaResult<CudaView<'b, T>> {
+    match (spare, mask) {
+        (Some(buf), Some(mask)) => {
+            let out = &mut buf.slice_mut(..);
+            e.kernels.dropout(e.stream(), &ln.slice(..), out, mask)?;
+            Ok(buf.slice(..))
+        }
+        _ => Ok(ln.slice(..)),
     }
 }
 
@@ -299,21 +332,10 @@ fn lora_forward<T: DeviceElement>(
     // SAFETY: each projection's block is written by its down-projection below (the padding
     // between blocks is never read).
     let mut z = unsafe { scratch::<T>(s, 3 * zs) }?;
-    // SAFETY: rewritten in full by the dropout kernel before each projection reads it.
-    let mut dropped = match l.dropout {
-        Some(_) => Some(unsafe { scratch::<T>(s, n * c) }?),
-        None => None,
-    };
+    let mut dropped = l.dropout_buffer(s, n * c)?;
     for p in 0..3 {
         let (a, b) = l.projection(p, c);
-        let input = match (&mut dropped, l.mask(p)) {
-            (Some(buf), Some(mask)) => {
-                e.kernels
-                    .dropout(s, &ln.slice(..), &mut buf.slice_mut(..), &mask)?;
-                buf.slice(..)
-            }
-            _ => ln.slice(..),
-        };
+        let input = adapter_input(e, ln, &mut dropped, l.mask(p).as_ref())?;
         let zp = &mut z.slice_mut(p * zs..p * zs + n * r);
         e.gemms.matmul(
             GemmShape::linear(n, r, c),

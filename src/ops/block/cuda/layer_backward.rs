@@ -9,7 +9,8 @@
 use cudarc::driver::{CudaSlice, CudaView};
 
 use super::layer::{
-    DeviceAdapters, DeviceSaved, DeviceWeights, LayerCall, LayerEngine, scratch, z_stride,
+    DeviceAdapters, DeviceSaved, DeviceWeights, LayerCall, LayerEngine, adapter_input, scratch,
+    z_stride,
 };
 use super::{DeviceDropout, GemmOperands, GemmShape, LeadingDims};
 use crate::ops::attention::cuda::Heads;
@@ -167,18 +168,15 @@ fn lora_backward<T: DeviceElement>(
 ) -> CudaResult<(CudaSlice<T>, CudaSlice<T>)> {
     let (s, d) = (e.stream(), call.d);
     let (n, c, r, zs) = (d.tokens(), d.channels, l.rank, z_stride(d, l.rank));
-    // SAFETY (each `scratch` below): written in full by the layer norm, the products or the
-    // dropout kernel before any read (dA and dB block by block, one projection at a time).
+    // SAFETY (each `scratch` below): written in full by the layer norm or the products before
+    // any read (dA and dB block by block, one projection at a time).
     let mut ln = unsafe { scratch::<T>(s, n * c) }?;
     e.kernels
         .layer_norm(s, x, &call.norm(&w.ln1), &mut ln.slice_mut(..), None)?;
     let mut da = unsafe { scratch::<T>(s, 3 * r * c) }?;
     let mut db = unsafe { scratch::<T>(s, 3 * c * r) }?;
     let mut dz = unsafe { scratch::<T>(s, n * r) }?;
-    let mut dropped = match l.dropout {
-        Some(_) => Some(unsafe { scratch::<T>(s, n * c) }?),
-        None => None,
-    };
+    let mut dropped = l.dropout_buffer(s, n * c)?;
     for p in 0..3 {
         let (a, b) = l.projection(p, c);
         let g = dqkv.slice(p * c..);
@@ -205,14 +203,7 @@ fn lora_backward<T: DeviceElement>(
         e.gemms
             .matmul(blocks(false), &scaled(&g, &b), &mut dz.slice_mut(..))?;
         let mask = l.mask(p);
-        let input = match (&mut dropped, &mask) {
-            (Some(buf), Some(mask)) => {
-                e.kernels
-                    .dropout(s, &ln.slice(..), &mut buf.slice_mut(..), mask)?;
-                buf.slice(..)
-            }
-            _ => ln.slice(..),
-        };
+        let input = adapter_input(e, &ln, &mut dropped, mask.as_ref())?;
         let da_shape = GemmShape {
             a_transposed: true,
             ..GemmShape::product(r, c, n)

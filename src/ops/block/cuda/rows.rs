@@ -13,7 +13,7 @@ use crate::surgery::SurgeryError;
 use crate::surgery::contract;
 use crate::surgery::cuda::device::dtype_index;
 use crate::surgery::cuda::error::driver;
-use crate::surgery::cuda::launch::{kernel_args, launch_config};
+use crate::surgery::cuda::launch::{check_aligned, kernel_args, launch_config};
 use crate::surgery::cuda::{CudaResult, CudaSurgeryError, DeviceElement};
 
 /// `RowsArgs` of kernels/block_rows.cu, passed by value; unused pointers are 0.
@@ -280,8 +280,8 @@ impl BlockKernels {
         Ok(())
     }
 
-    /// The checks every layer-norm call shares (before the addresses are known: see
-    /// [`check_aligned`]); returns the row count.
+    /// The checks every layer-norm call shares (the addresses' alignment is checked once they
+    /// are known); returns the row count.
     fn check_rows<T: DeviceElement>(
         &self,
         op: &'static str,
@@ -319,20 +319,5 @@ impl BlockKernels {
             });
         }
         Ok(x_len / cols)
-    }
-}
-
-/// The layer norms read and write rows with 16-byte vector accesses: every row operand must
-/// start 16-byte aligned (whole rows of a multiple of 16 bytes keep the rest aligned).
-fn check_aligned(op: &'static str, pointers: &[(&'static str, u64)]) -> CudaResult<()> {
-    match pointers.iter().find(|(_, address)| address % 16 != 0) {
-        Some(&(arg, address)) => Err(SurgeryError::InvalidValue {
-            op,
-            arg,
-            value: format!("{address:#x}"),
-            why: "row operands must be 16-byte aligned",
-        }
-        .into()),
-        None => Ok(()),
     }
 }

@@ -23,7 +23,7 @@ mod plan;
 
 use super::BlockKernels;
 use crate::surgery::DType;
-use crate::surgery::cuda::error::invalid;
+use crate::surgery::cuda::launch::{OPERAND_ALIGNMENT, check_aligned};
 use crate::surgery::cuda::{CudaResult, CudaSurgeryError, DeviceElement};
 use check::check_operands;
 use plan::Plan;
@@ -131,7 +131,7 @@ struct PlanKey {
 const WORKSPACE_BYTES: usize = 32 << 20;
 
 /// The alignment the plans are chosen for, and every operand's address is checked against.
-const ALIGNMENT: u64 = 16;
+const ALIGNMENT: u64 = OPERAND_ALIGNMENT;
 
 /// cuBLASLt on one stream with its plans. Products run on that stream, in order. One workspace
 /// serves every product, so the stream's work must come from one host thread: candle's devices
@@ -226,18 +226,14 @@ impl Gemms {
             // C is the residual, or D itself: in place when accumulating (β = 1), unread otherwise.
             let c = residual.as_ref().map_or(d, |(ptr, _)| *ptr);
             let bias_ptr = bias.as_ref().map_or(0, |(ptr, _)| *ptr);
-            for (arg, address) in [
+            let pointers = [
                 ("a", a),
                 ("b", b),
                 ("out", d),
                 ("residual", c),
                 ("bias", bias_ptr),
-            ] {
-                if address % ALIGNMENT != 0 {
-                    let why = "operands must be 16-byte aligned";
-                    return Err(invalid(OP, arg, format!("{address:#x}"), why));
-                }
-            }
+            ];
+            check_aligned(OP, &pointers)?;
             let adds = residual.is_some() || x.accumulate;
             let (alpha, beta) = (x.alpha, if adds { 1.0f32 } else { 0.0 });
             let mut workspace = self
