@@ -75,14 +75,14 @@ fn inputs(case: Case, seed: u64) -> Inputs {
         (w, randn(seed + k + 100, &[c], 0.1))
     };
     Inputs {
-        w: LayerWeights {
-            ln1: norm(1),
-            qkv: pair(2, 3 * c, c, s),
-            out: pair(3, c, c, s),
-            ln2: norm(4),
-            fc1: pair(5, i, c, s),
-            fc2: pair(6, c, i, 1.0 / (i as f64).sqrt()),
-        },
+        w: LayerWeights::new(
+            norm(1),
+            pair(2, 3 * c, c, s),
+            pair(3, c, c, s),
+            norm(4),
+            pair(5, i, c, s),
+            pair(6, c, i, 1.0 / (i as f64).sqrt()),
+        ),
         a: randn(seed + 7, &[3, r, c], s),
         b: randn(seed + 8, &[3, c, r], 0.3),
         x: randn(seed + 9, &[case.batch, case.seq, c], 1.0),
@@ -92,14 +92,14 @@ fn inputs(case: Case, seed: u64) -> Inputs {
 
 fn cast_weights(w: &LayerWeights, dtype: DType) -> LayerWeights {
     let p = |(a, b): &(Tensor, Tensor)| (a.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
-    LayerWeights {
-        ln1: p(&w.ln1),
-        qkv: p(&w.qkv),
-        out: p(&w.out),
-        ln2: p(&w.ln2),
-        fc1: p(&w.fc1),
-        fc2: p(&w.fc2),
-    }
+    LayerWeights::new(
+        p(&w.ln1),
+        p(&w.qkv),
+        p(&w.out),
+        p(&w.ln2),
+        p(&w.fc1),
+        p(&w.fc2),
+    )
 }
 
 const SCALE: f64 = 1.5;
@@ -275,6 +275,7 @@ impl Operands {
             b: &self.b,
             scale: SCALE,
             dropout,
+            images: None,
         })
     }
 }
@@ -571,6 +572,28 @@ fn a_layer_without_adapters_passes_the_input_gradient() {
     assert_close("no adapters: input gradient", &dx, &want.dx, F32_TOL);
 }
 
+/// The CPU forward keeps a transposed copy of the projections: a clone whose weights are then
+/// replaced must compute with the new weights, not the copy the original made.
+#[test]
+fn a_clone_with_new_weights_does_not_reuse_the_copy() {
+    let case = BASE;
+    let (first, second) = (inputs(case, 41), inputs(case, 42));
+    let ops = Operands::new(&first, DType::F32);
+    block(&ops.x, &ops.w, config(case), None).unwrap();
+    let mut cloned = (*ops.w).clone();
+    let new = cast_weights(&second.w, DType::F32);
+    (cloned.ln1, cloned.qkv, cloned.out) = (new.ln1, new.qkv, new.out);
+    (cloned.ln2, cloned.fc1, cloned.fc2) = (new.ln2, new.fc1, new.fc2);
+    let fresh = Arc::new(cast_weights(&second.w, DType::F32));
+    let (cloned, x) = (Arc::new(cloned), ops.x.as_tensor());
+    let got = flat(&block(x, &cloned, config(case), None).unwrap());
+    let want = flat(&block(x, &fresh, config(case), None).unwrap());
+    assert!(
+        got == want,
+        "the clone computed with the original's projections"
+    );
+}
+
 /// Operands of the wrong shape are refused with what was expected.
 #[test]
 fn mis_shaped_operands_are_refused() {
@@ -584,9 +607,21 @@ fn mis_shaped_operands_are_refused() {
         b: a,
         scale: 1.0,
         dropout: None,
+        images: None,
     };
     let e = block(x, w, cfg, Some(ad)).unwrap_err().to_string();
     assert!(e.contains("expected [3, r, 24] and [3, 24, r]"), "{e}");
+    for images in [0, 3] {
+        let ad = Adapters {
+            images: Some(images),
+            ..ops.adapters(None).expect("adapters")
+        };
+        let e = block(x, w, cfg, Some(ad)).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("adapters on {images} images of a batch of 2")),
+            "{e}"
+        );
+    }
     let bad_heads = BlockConfig { heads: 5, ..cfg };
     let e = block(x, w, bad_heads, None).unwrap_err().to_string();
     assert!(e.contains("24 channels, 5 heads"), "{e}");
@@ -604,3 +639,5 @@ fn mis_shaped_operands_are_refused() {
 #[cfg(feature = "cuda")]
 #[path = "block/cuda.rs"]
 mod cuda;
+#[path = "block/pair.rs"]
+mod pair;

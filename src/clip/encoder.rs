@@ -110,24 +110,17 @@ impl Encoder {
         Ok(Self { layers, causal })
     }
 
+    /// Whether one call can carry a student and its frozen pass ([`Encoder::forward_pooled_pair`]):
+    /// the layer op on the CPU.
+    pub fn pairs(&self, device: &Device) -> bool {
+        matches!(self.layers, Layers::Fused(_)) && device.is_cpu()
+    }
+
     /// `[B, T, C]` → the last layer's output at row `rows[b]` of each image (`[B]`, u32): `[B, C]`.
     /// The layer op computes the last layer at those rows only.
     pub fn forward_pooled(&self, x: &Tensor, rows: &Tensor, mode: Mode) -> Result<Tensor> {
         match &self.layers {
-            Layers::Fused(layers) => {
-                let Some((last, first)) = layers.split_last() else {
-                    return gather_rows(x, rows);
-                };
-                let x = first
-                    .iter()
-                    .try_fold(x.clone(), |x, l| l.forward(&x, mode, None))?;
-                let at: Vec<usize> = rows
-                    .to_vec1::<u32>()?
-                    .into_iter()
-                    .map(|r| r as usize)
-                    .collect();
-                last.forward(&x, mode, Some(&at))?.squeeze(1)
-            }
+            Layers::Fused(layers) => fused_pooled(layers, x, rows, mode, None),
             Layers::Ops(layers) => {
                 let (_, t, _) = x.dims3()?;
                 let mask = match self.causal {
@@ -141,6 +134,42 @@ impl Encoder {
             }
         }
     }
+
+    /// A student pass and its frozen pass in one: `x` is `[2B, T, C]`, the student's images
+    /// first; → `[2B, C]` pooled at `rows`. The adapters (in `mode`) act on the first `B` images
+    /// only; the last `B` rows carry no gradient. Only where [`Encoder::pairs`] says so.
+    pub fn forward_pooled_pair(&self, x: &Tensor, rows: &Tensor, mode: Mode) -> Result<Tensor> {
+        let images = x.dim(0)? / 2;
+        match &self.layers {
+            Layers::Fused(layers) if x.device().is_cpu() => {
+                fused_pooled(layers, x, rows, mode, Some(images))
+            }
+            _ => candle_core::bail!("a student and frozen pass in one call: CPU layer op only"),
+        }
+    }
+}
+
+/// The layer op through every layer, the last at `rows` only; adapters on the first `adapted`
+/// images when given (see [`FusedLayer::forward`]).
+fn fused_pooled(
+    layers: &[FusedLayer],
+    x: &Tensor,
+    rows: &Tensor,
+    mode: Mode,
+    adapted: Option<usize>,
+) -> Result<Tensor> {
+    let Some((last, first)) = layers.split_last() else {
+        return gather_rows(x, rows);
+    };
+    let x = first
+        .iter()
+        .try_fold(x.clone(), |x, l| l.forward(&x, mode, None, adapted))?;
+    let at: Vec<usize> = rows
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|r| r as usize)
+        .collect();
+    last.forward(&x, mode, Some(&at), adapted)?.squeeze(1)
 }
 
 /// `[t, t]` additive mask: 0 on and below the diagonal, −inf above (the text tower is causal).

@@ -62,14 +62,14 @@ impl FusedLayer {
             .map(|p| linear(&attn, p, h, h))
             .collect::<Result<_>>()?;
         let (ws, bs): (Vec<Tensor>, Vec<Tensor>) = qkv.into_iter().unzip();
-        let weights = LayerWeights {
-            ln1: norm(b, "layer_norm1", h)?,
-            qkv: (Tensor::cat(&ws, 0)?, Tensor::cat(&bs, 0)?),
-            out: linear(&attn, "out_proj", h, h)?,
-            ln2: norm(b, "layer_norm2", h)?,
-            fc1: linear(b, "mlp.fc1", i, h)?,
-            fc2: linear(b, "mlp.fc2", h, i)?,
-        };
+        let weights = LayerWeights::new(
+            norm(b, "layer_norm1", h)?,
+            (Tensor::cat(&ws, 0)?, Tensor::cat(&bs, 0)?),
+            linear(&attn, "out_proj", h, h)?,
+            norm(b, "layer_norm2", h)?,
+            linear(b, "mlp.fc1", i, h)?,
+            linear(b, "mlp.fc2", h, i)?,
+        );
         let adapters = match &attn.lora {
             None => None,
             Some((lora, vb)) => {
@@ -100,8 +100,16 @@ impl FusedLayer {
         })
     }
 
-    /// `[B, T, C]` → `[B, T, C]`, or `[B, 1, C]` at row `pooled[b]` of each image.
-    pub fn forward(&self, x: &Tensor, mode: Mode, pooled: Option<&[usize]>) -> Result<Tensor> {
+    /// `[B, T, C]` → `[B, T, C]`, or `[B, 1, C]` at row `pooled[b]` of each image. With
+    /// `adapted = Some(n)` the adapters act on the first `n` images only and the rest are a
+    /// frozen pass without gradient ([`Adapters::images`]).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        pooled: Option<&[usize]>,
+        adapted: Option<usize>,
+    ) -> Result<Tensor> {
         let run = |adapters| match pooled {
             None => block(x, &self.weights, self.cfg, adapters),
             Some(rows) => block_pooled(x, &self.weights, self.cfg, adapters, rows),
@@ -124,6 +132,7 @@ impl FusedLayer {
             b: &b,
             scale: ad.lora.scale(),
             dropout,
+            images: adapted,
         };
         run(Some(adapters))
     }

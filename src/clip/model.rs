@@ -88,13 +88,13 @@ impl Clip {
     }
 
     /// Student (in `mode`) and teacher image features of the same pixels, the embeddings computed
-    /// once: what a DGS step needs.
+    /// once (and on the CPU the two passes batched into one): what a DGS step needs. The
+    /// teacher's carry no gradient.
     pub fn image_features_pair(&self, pixels: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
         let embedded = self.vision.embed(pixels)?;
         let project = |pooled: Tensor| crate::ops::frozen_linear(&self.visual_projection, &pooled);
-        let student = project(self.vision.pool(&embedded, mode)?)?;
-        let teacher = project(self.vision.pool(&embedded, Mode::Frozen)?)?;
-        Ok((student, teacher))
+        let (student, teacher) = self.vision.pool_pair(&embedded, mode)?;
+        Ok((project(student)?, project(teacher)?))
     }
 
     /// Text features `[B, projection_dim]` from token ids `[B, T]` (u32).

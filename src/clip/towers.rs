@@ -67,6 +67,23 @@ impl VisionTower {
             .forward(&self.encoder.forward_pooled(embedded, &class_rows, mode)?)
     }
 
+    /// [`VisionTower::pool`] in `mode` and frozen, from the same embeddings: `(student,
+    /// teacher)`, the teacher detached. Where the encoder can pair them ([`Encoder::pairs`]),
+    /// both run as one batch of twice the images, the teacher's half without adapters.
+    pub fn pool_pair(&self, embedded: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        if !self.encoder.pairs(embedded.device()) {
+            let teacher = self.pool(embedded, Mode::Frozen)?.detach();
+            return Ok((self.pool(embedded, mode)?, teacher));
+        }
+        let b = embedded.dim(0)?;
+        let both = Tensor::cat(&[embedded, embedded], 0)?;
+        let class_rows = Tensor::zeros(2 * b, DType::U32, embedded.device())?;
+        let pooled =
+            self.post_ln
+                .forward(&self.encoder.forward_pooled_pair(&both, &class_rows, mode)?)?;
+        Ok((pooled.narrow(0, 0, b)?, pooled.narrow(0, b, b)?.detach()))
+    }
+
     /// The patch embedding `[B, patches, hidden]`: a convolution whose stride is its kernel
     /// size touches each pixel once, so it is one matrix product of the image cut into patches
     /// (`[B · patches, C · p · p]`) with the kernel (`[hidden, C · p · p]`) — the same sums as

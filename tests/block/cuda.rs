@@ -18,14 +18,14 @@ use super::{
 fn weights_on(w: &LayerWeights, dtype: DType, device: &Device) -> Arc<LayerWeights> {
     let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(device).unwrap();
     let moved = |(w, b): &(Tensor, Tensor)| (on(w), on(b));
-    Arc::new(LayerWeights {
-        ln1: moved(&w.ln1),
-        qkv: moved(&w.qkv),
-        out: moved(&w.out),
-        ln2: moved(&w.ln2),
-        fc1: moved(&w.fc1),
-        fc2: moved(&w.fc2),
-    })
+    Arc::new(LayerWeights::new(
+        moved(&w.ln1),
+        moved(&w.qkv),
+        moved(&w.out),
+        moved(&w.ln2),
+        moved(&w.fc1),
+        moved(&w.fc2),
+    ))
 }
 
 /// The op's results on `device`: operands of `dtype` (adapters in f32, as the model keeps
@@ -68,6 +68,7 @@ fn run_on(device: &Device, case: Case, inp: &Inputs, dtype: DType, call: Call<'_
         b: &b,
         scale: SCALE,
         dropout: dropout_of(case),
+        images: None,
     });
     let (out, g) = match call.pooled {
         None => (

@@ -11,9 +11,11 @@ use super::cpu_lora::{self as lora_ops, Lora};
 use super::cpu_rows as rows;
 use super::dims::Dims;
 use super::outputs::Outputs;
+use super::weights::ForwardProjections;
 use super::{BlockConfig, Saved};
 
-/// The frozen weights of one layer as f32 slices (torch layout: `[out, in]`).
+/// The frozen weights of one layer as f32 slices (torch layout: `[out, in]`), and the
+/// projections transposed for the forward's products.
 pub struct Weights<'a> {
     pub ln1: (&'a [f32], &'a [f32]),
     pub qkv: (&'a [f32], &'a [f32]),
@@ -21,11 +23,12 @@ pub struct Weights<'a> {
     pub ln2: (&'a [f32], &'a [f32]),
     pub fc1: (&'a [f32], &'a [f32]),
     pub fc2: (&'a [f32], &'a [f32]),
+    pub forward: &'a ForwardProjections,
 }
 
 impl<'a> Weights<'a> {
     /// From the twelve slices in [`LayerWeights`](super::LayerWeights)' order.
-    pub fn from_slices(w: &'a [Cow<'a, [f32]>]) -> Self {
+    pub fn from_slices(w: &'a [Cow<'a, [f32]>], forward: &'a ForwardProjections) -> Self {
         let pair = |i: usize| (&*w[2 * i], &*w[2 * i + 1]);
         Self {
             ln1: pair(0),
@@ -34,6 +37,7 @@ impl<'a> Weights<'a> {
             ln2: pair(3),
             fc1: pair(4),
             fc2: pair(5),
+            forward,
         }
     }
 }
@@ -44,15 +48,17 @@ pub struct Call<'a> {
     pub d: Dims,
     pub outputs: Outputs<'a>,
     pub lora: Option<Lora<'a>>,
+    /// The adapters act on (and the forward keeps rows of) the first `adapted` images only;
+    /// `d.batch` for every image.
+    pub adapted: usize,
 }
 
-/// `y = a · wᵀ` added into `y` (rows `m`), on the pool.
-fn add_product(y: &mut [f32], a: &[f32], w: &[f32], (m, k, n): (usize, usize, usize)) {
-    let wt = View::rows(w, n, k).t();
+/// `y = a · wᵀ` added into `y` (rows `m`), on the pool; `wt` is `wᵀ` stored `[k, n]`.
+fn add_product(y: &mut [f32], a: &[f32], wt: &[f32], (m, k, n): (usize, usize, usize)) {
     matmul(
         Dst::rows(y, m, n),
         View::rows(a, m, k),
-        wt,
+        View::rows(wt, k, n),
         1.0,
         true,
         Threads::Pool,
@@ -93,38 +99,69 @@ pub fn forward(
     let mut stats1 = vec![0.0; n * 2];
     rows::layer_norm(x, w.ln1.0, w.ln1.1, cfg.eps, &mut ln, &mut stats1);
     let mut qkv = rows::bias_rows(w.qkv.1, n);
-    add_product(&mut qkv, &ln, w.qkv.0, (n, c, 3 * c));
+    add_product(&mut qkv, &ln, &w.forward.qkv, (n, c, 3 * c));
+    // The adapted images' rows are a prefix of every row-major buffer.
+    let adapted = Dims {
+        batch: call.adapted,
+        ..d
+    };
+    let (rows_in, cols) = (adapted.tokens(), 3 * c);
     let z = call
         .lora
         .as_ref()
-        .map(|l| lora_ops::forward(d, &ln, l, &mut qkv));
+        .map(|l| lora_ops::forward(adapted, &ln[..rows_in * c], l, &mut qkv[..rows_in * cols]));
 
     let (o, lse) = attention::forward(cfg, d, &qkv, call.outputs);
     let mut res1 = rows::bias_plus(w.out.1, &at_outputs(call, x));
-    add_product(&mut res1, &o, w.out.0, (r, c, c));
+    add_product(&mut res1, &o, &w.forward.out, (r, c, c));
     drop(o);
 
     let mut stats2 = vec![0.0; r * 2];
     ln.truncate(r * c);
     rows::layer_norm(&res1, w.ln2.0, w.ln2.1, cfg.eps, &mut ln, &mut stats2);
     let mut h = rows::bias_rows(w.fc1.1, r);
-    add_product(&mut h, &ln, w.fc1.0, (r, c, i));
+    add_product(&mut h, &ln, &w.forward.fc1, (r, c, i));
     let mut act = ln;
     act.resize(r * i, 0.0);
     rows::activation(cfg.activation, &h, &mut act);
     let mut out = rows::bias_plus(w.fc2.1, &res1);
-    add_product(&mut out, &act, w.fc2.0, (r, i, c));
+    add_product(&mut out, &act, &w.forward.fc2, (r, i, c));
 
-    let saved = keep.then(|| Saved {
-        stats1,
-        qkv,
-        z: z.unwrap_or_default(),
-        lse,
-        res1,
-        stats2,
-        h,
+    let saved = keep.then(|| {
+        let saved = Saved {
+            stats1,
+            qkv,
+            z: z.unwrap_or_default(),
+            lse,
+            res1,
+            stats2,
+            h,
+        };
+        saved.of_first_images(call.adapted, d, call.outputs.per_image(d.seq))
     });
     (out, saved)
+}
+
+impl Saved {
+    /// What was kept for the first `images` images only (every buffer is image-major), the
+    /// rest freed.
+    fn of_first_images(mut self, images: usize, d: Dims, per_image: usize) -> Self {
+        if images == d.batch {
+            return self;
+        }
+        let (tokens, outputs) = (images * d.seq, images * per_image);
+        let keep = |v: &mut Vec<f32>, len: usize| {
+            v.truncate(len);
+            v.shrink_to_fit();
+        };
+        keep(&mut self.stats1, tokens * 2);
+        keep(&mut self.qkv, tokens * 3 * d.channels);
+        keep(&mut self.lse, images * d.heads * per_image);
+        keep(&mut self.res1, outputs * d.channels);
+        keep(&mut self.stats2, outputs * 2);
+        keep(&mut self.h, outputs * d.intermediate);
+        self
+    }
 }
 
 /// What the backward returns: the input gradient (when asked for) and the adapters' gradients

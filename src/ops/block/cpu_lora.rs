@@ -21,32 +21,69 @@ pub struct Lora<'a> {
     pub dropout: Option<Dropout>,
 }
 
-/// Projection `p`'s dropout keep mask over `[N, C]`, in a training pass.
-fn mask(d: Dims, lora: &Lora<'_>, p: usize) -> Option<Vec<bool>> {
-    let drop = lora.dropout?;
-    let stream = MaskStream::new(drop.key, drop.layer, p, drop.p);
-    let c = d.channels;
-    let mut keep = vec![false; d.tokens() * c];
-    keep.par_chunks_mut(c)
-        .enumerate()
-        .for_each(|(row, keep)| stream.fill((row * c) as u64, keep));
-    Some(keep)
-}
-
-/// `v` (`[N, C]`) where kept, scaled by `1 / (1 − p)`, 0 where dropped: the adapter input from
-/// the layer-norm output, and the dropout's backward applied to a gradient.
-fn dropped<'v>(v: &'v [f32], mask: Option<&[bool]>, lora: &Lora<'_>) -> Cow<'v, [f32]> {
-    let (Some(mask), Some(drop)) = (mask, lora.dropout) else {
+/// `v` (`[N, C]`) where projection `p`'s dropout keeps it, scaled by `1 / (1 − p)`, 0 where it
+/// drops it: the adapter input from the layer-norm output, and the dropout's backward applied
+/// to a gradient. The decisions are drawn again on each call (a pure function of the key),
+/// rows in parallel.
+fn dropped<'v>(d: Dims, lora: &Lora<'_>, p: usize, v: &'v [f32]) -> Cow<'v, [f32]> {
+    let Some(drop) = lora.dropout else {
         return Cow::Borrowed(v);
     };
-    let kept_scale = 1.0 / (1.0 - drop.p);
-    let out = v
-        .par_iter()
-        .zip(mask.par_iter())
-        .map(|(v, k)| if *k { v * kept_scale } else { 0.0 })
-        .collect();
+    let stream = MaskStream::new(drop.key, drop.layer, p, drop.p);
+    let (c, kept_scale) = (d.channels, 1.0 / (1.0 - drop.p));
+    let rows = ROWS_PER_TASK;
+    let mut out = vec![0.0; v.len()];
+    out.par_chunks_mut(rows * c)
+        .zip(v.par_chunks(rows * c))
+        .enumerate()
+        .for_each(|(task, (out, v))| stream.apply((task * rows * c) as u64, v, kept_scale, out));
     Cow::Owned(out)
 }
+
+/// Projection `p`'s share of the layer-norm output's gradient, `drop'(dz Aₚ)`, written into
+/// `dln` (`[N, C]`) for `p = 0` and added for the others: row by row in parallel, each row's
+/// `dz Aₚ` (`r` scaled rows of `Aₚ`) and its dropout formed in two row buffers.
+fn input_share(d: Dims, lora: &Lora<'_>, p: usize, dz: &[f32], dln: &mut [f32]) {
+    let (c, r) = (d.channels, lora.rank);
+    let a = &lora.a[p * r * c..(p + 1) * r * c];
+    let stream = lora.dropout.map(|drop| {
+        (
+            MaskStream::new(drop.key, drop.layer, p, drop.p),
+            1.0 / (1.0 - drop.p),
+        )
+    });
+    let rows = ROWS_PER_TASK;
+    dln.par_chunks_mut(rows * c)
+        .zip(dz.par_chunks(rows * r))
+        .enumerate()
+        .for_each(|(task, (dln, dz))| {
+            let (mut share, mut kept) = (vec![0.0f32; c], vec![0.0f32; c]);
+            for (row, (dln, dz)) in dln.chunks_mut(c).zip(dz.chunks(r)).enumerate() {
+                share.fill(0.0);
+                for (coef, a_row) in dz.iter().zip(a.chunks(c)) {
+                    share
+                        .iter_mut()
+                        .zip(a_row)
+                        .for_each(|(s, a)| *s += coef * a);
+                }
+                let share = match stream {
+                    None => &share,
+                    Some((stream, kept_scale)) => {
+                        let start = ((task * rows + row) * c) as u64;
+                        stream.apply(start, &share, kept_scale, &mut kept);
+                        &kept
+                    }
+                };
+                match p {
+                    0 => dln.copy_from_slice(share),
+                    _ => dln.iter_mut().zip(share).for_each(|(o, s)| *o += s),
+                }
+            }
+        });
+}
+
+/// Rows per parallel task of [`dropped`] and [`input_share`].
+const ROWS_PER_TASK: usize = 8;
 
 /// Adds the adapters' updates into `qkv` (`[N, 3C]`); returns the down-projections `z`
 /// (`[3, N, r]`), which the backward needs.
@@ -54,7 +91,7 @@ pub fn forward(d: Dims, ln: &[f32], lora: &Lora<'_>, qkv: &mut [f32]) -> Vec<f32
     let (n, c, r) = (d.tokens(), d.channels, lora.rank);
     let mut z = vec![0.0; 3 * n * r];
     for (p, z) in z.chunks_mut(n * r).enumerate() {
-        let input = dropped(ln, mask(d, lora, p).as_deref(), lora);
+        let input = dropped(d, lora, p, ln);
         let a = View::block(lora.a, r, c, p * r * c, c);
         matmul(
             Dst::rows(z, n, r),
@@ -104,8 +141,7 @@ pub fn backward(
         );
         let bp = View::block(lora.b, c, r, p * c * r, r);
         let dz = product(g, bp, lora.scale, Threads::Pool);
-        let keep = mask(d, lora, p);
-        let input = dropped(ln, keep.as_deref(), lora);
+        let input = dropped(d, lora, p, ln);
         let dst = Dst::block(&mut da, r, c, p * r * c, c);
         matmul(
             dst,
@@ -116,12 +152,7 @@ pub fn backward(
             Threads::Pool,
         );
         if let Some(dln) = dln.as_deref_mut() {
-            let ap = View::block(lora.a, r, c, p * r * c, c);
-            let dinput = product(View::rows(&dz, n, r), ap, 1.0, Threads::Pool);
-            let dinput = dropped(&dinput, keep.as_deref(), lora);
-            for (o, di) in dln.iter_mut().zip(dinput.iter()) {
-                *o = if p == 0 { *di } else { *o + di };
-            }
+            input_share(d, lora, p, &dz, dln);
         }
     }
     (da, db)

@@ -26,6 +26,41 @@ pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     c
 }
 
+/// Generator calls per vectorised block: sixteen 32-bit lanes fill one AVX-512 register (two
+/// AVX2 ones).
+const LANES: usize = 16;
+
+/// [`philox4x32`] for `LANES` counters `(lo[l], hi[l], c2, c3)` at once, written lane-wise so
+/// the compiler turns each round into vector multiplies (`vpmuludq`) when the caller enables
+/// AVX2 or AVX-512: the same words as `LANES` calls of [`philox4x32`].
+#[inline(always)]
+fn philox_lanes(
+    lo: [u32; LANES],
+    hi: [u32; LANES],
+    c2: u32,
+    c3: u32,
+    key: [u32; 2],
+) -> [[u32; LANES]; 4] {
+    let mut c = [lo, hi, [c2; LANES], [c3; LANES]];
+    let mut k = key;
+    for round in 0..ROUNDS {
+        if round > 0 {
+            k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+        }
+        let mut next = [[0u32; LANES]; 4];
+        for l in 0..LANES {
+            let p0 = u64::from(M0) * u64::from(c[0][l]);
+            let p1 = u64::from(M1) * u64::from(c[2][l]);
+            next[0][l] = (p1 >> 32) as u32 ^ c[1][l] ^ k[0];
+            next[1][l] = p1 as u32;
+            next[2][l] = (p0 >> 32) as u32 ^ c[3][l] ^ k[1];
+            next[3][l] = p0 as u32;
+        }
+        c = next;
+    }
+    c
+}
+
 /// Which dropout stream a mask belongs to. One training step draws one mask per layer and per
 /// adapted projection (q, k, v); the seed is the run's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +128,88 @@ impl MaskStream {
             done += take;
         }
     }
+
+    /// `dst[i] = scale · src[i]` where element `start + i` of the stream is kept, 0 where it is
+    /// dropped: the dropout applied in one pass, with no mask stored. The same decisions as
+    /// [`MaskStream::fill`], drawn `LANES` generator calls at a time.
+    pub fn apply(&self, start: u64, src: &[f32], scale: f32, dst: &mut [f32]) {
+        assert_eq!(
+            src.len(),
+            dst.len(),
+            "dropout: source and destination lengths"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above), all `apply_avx512` requires.
+            unsafe { self.apply_avx512(start, src, scale, dst) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above), all `apply_avx2` requires.
+            unsafe { self.apply_avx2(start, src, scale, dst) };
+            return;
+        }
+        self.apply_body(start, src, scale, dst);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn apply_avx512(&self, start: u64, src: &[f32], scale: f32, dst: &mut [f32]) {
+        self.apply_body(start, src, scale, dst);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn apply_avx2(&self, start: u64, src: &[f32], scale: f32, dst: &mut [f32]) {
+        self.apply_body(start, src, scale, dst);
+    }
+
+    /// Elements one at a time up to a whole generator call, then `4 · LANES` at a time, then the
+    /// rest one at a time.
+    #[inline(always)]
+    fn apply_body(&self, start: u64, src: &[f32], scale: f32, dst: &mut [f32]) {
+        let head = (((4 - start % 4) % 4) as usize).min(src.len());
+        self.apply_one_by_one(start, 0..head, src, scale, dst);
+        let block = 4 * LANES;
+        let mut done = head;
+        while src.len() - done >= block {
+            let first = (start + done as u64) / 4;
+            let quads: [u64; LANES] = std::array::from_fn(|l| first + l as u64);
+            let words = philox_lanes(
+                quads.map(|q| q as u32),
+                quads.map(|q| (q >> 32) as u32),
+                self.layer_projection,
+                self.step,
+                self.key,
+            );
+            let (src, dst) = (&src[done..done + block], &mut dst[done..done + block]);
+            for l in 0..LANES {
+                for (j, word) in words.iter().enumerate() {
+                    let keep = (word[l] >> 8) >= self.threshold;
+                    dst[4 * l + j] = if keep { src[4 * l + j] * scale } else { 0.0 };
+                }
+            }
+            done += block;
+        }
+        self.apply_one_by_one(start, done..src.len(), src, scale, dst);
+    }
+
+    /// [`MaskStream::apply`] over `range` of the slices, one decision at a time.
+    fn apply_one_by_one(
+        &self,
+        start: u64,
+        range: std::ops::Range<usize>,
+        src: &[f32],
+        scale: f32,
+        dst: &mut [f32],
+    ) {
+        for i in range {
+            let at = start + i as u64;
+            let keep = self.keep4(at / 4)[(at % 4) as usize];
+            dst[i] = if keep { src[i] * scale } else { 0.0 };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +245,34 @@ mod tests {
         stream.fill(0, &mut keep);
         let shown: String = keep.iter().map(|&k| if k { '1' } else { '0' }).collect();
         assert_eq!(shown, "0000000000110000");
+    }
+
+    /// The one-pass dropout keeps exactly the elements the stream keeps, from any start and for
+    /// any length (the unaligned head, whole blocks, the tail).
+    #[test]
+    fn apply_keeps_what_the_stream_keeps() {
+        let stream = MaskStream::new(DropoutKey { seed: 9, step: 2 }, 3, 2, 0.6);
+        for (start, len) in [
+            (0u64, 0usize),
+            (0, 3),
+            (1, 70),
+            (2, 64),
+            (3, 200),
+            (0, 1000),
+            ((1 << 34) - 6, 90),
+        ] {
+            let src: Vec<f32> = (0..len).map(|i| 1.0 + i as f32).collect();
+            let mut keep = vec![false; len];
+            stream.fill(start, &mut keep);
+            let want: Vec<f32> = src
+                .iter()
+                .zip(&keep)
+                .map(|(v, k)| if *k { v * 2.5 } else { 0.0 })
+                .collect();
+            let mut got = vec![f32::NAN; len];
+            stream.apply(start, &src, 2.5, &mut got);
+            assert_eq!(got, want, "start {start}, length {len}");
+        }
     }
 
     #[test]
