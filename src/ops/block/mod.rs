@@ -25,6 +25,12 @@
 //! then flows through). When the input carries no gradient (the first layer: the embeddings are frozen)
 //! the backward skips the input gradient, and with it the largest of its products.
 //!
+//! A DGS step runs the student and its frozen teacher over the same images. On the CPU both go
+//! through one call per layer ([`Adapters::images`]): the batch holds the student's images and
+//! then the teacher's, the adapters act on the first half only, and only that half is kept and
+//! differentiated (it is a prefix of every row-major buffer). The products then run on twice
+//! the rows, which the CPU's `gemm` does faster per row.
+//!
 //! On the CPU the op computes in f32 (f16/bf16 operands are widened on entry and the output
 //! rounded once): the twin the CUDA op is tested against. Its forward products read the
 //! projections from an f32 copy transposed to `[in, out]`, made once per layer on the first CPU
