@@ -35,13 +35,13 @@
 //! rounded once): the twin the CUDA op is tested against. Its forward products read the
 //! projections from an f32 copy transposed to `[in, out]`, made once per layer on the first CPU
 //! call (see `LayerWeights`' `forward_projections`: twice the `gemm` crate's rate on the fc2 and
-//! out-projection shapes, for one more copy of the projections in memory). On CUDA (feature `cuda`; f16 and bf16,
-//! head size 64) it runs the same decomposition on the device — cuBLASLt products, our row
-//! kernels, the fused attention, the same Philox dropout masks — through [`cuda`]'s
-//! `forward`/`backward`, keeping also the attention output (the flash backward reads it). That
-//! path is **untested on GPU** so far: `clip` uses it only when `DGS_CUDA_LAYER=fused` is set
-//! (`clip::layer_ops`, candle's tensor ops under autograd, is the default on CUDA until a GPU
-//! run has checked it; docs/kernels.md).
+//! out-projection shapes, for one more copy of the projections in memory). On CUDA (feature
+//! `cuda`; f16 and bf16, head size 64) it runs the same decomposition on the device —
+//! cuBLASLt products, our row kernels, the fused attention, the same Philox dropout masks —
+//! through [`cuda`]'s `forward`/`backward`, keeping also the attention output (the flash
+//! backward reads it). That path is **untested on GPU** so far: `clip` uses it only when
+//! `DGS_CUDA_LAYER=fused` is set (`clip::layer_ops`, candle's tensor ops under autograd, is the
+//! default on CUDA until a GPU run has checked it; docs/kernels.md).
 
 mod activation;
 mod cpu;
