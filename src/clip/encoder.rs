@@ -140,11 +140,12 @@ impl Encoder {
     /// only; the last `B` rows carry no gradient. Only where [`Encoder::pairs`] says so.
     pub fn forward_pooled_pair(&self, x: &Tensor, rows: &Tensor, mode: Mode) -> Result<Tensor> {
         let images = x.dim(0)? / 2;
+        // The layer op itself refuses a frozen part on CUDA.
         match &self.layers {
-            Layers::Fused(layers) if x.device().is_cpu() => {
-                fused_pooled(layers, x, rows, mode, Some(images))
+            Layers::Fused(layers) => fused_pooled(layers, x, rows, mode, Some(images)),
+            Layers::Ops(_) => {
+                candle_core::bail!("a student and frozen pass in one call: layer op only")
             }
-            _ => candle_core::bail!("a student and frozen pass in one call: CPU layer op only"),
         }
     }
 }

@@ -21,17 +21,23 @@ pub struct Lora<'a> {
     pub dropout: Option<Dropout>,
 }
 
+/// Projection `p`'s dropout stream and the scale of what it keeps, `1 / (1 − p)`, in a training
+/// pass.
+fn mask_stream(lora: &Lora<'_>, p: usize) -> Option<(MaskStream, f32)> {
+    let drop = lora.dropout?;
+    let stream = MaskStream::new(drop.key, drop.layer, p, drop.p);
+    Some((stream, 1.0 / (1.0 - drop.p)))
+}
+
 /// `v` (`[N, C]`) where projection `p`'s dropout keeps it, scaled by `1 / (1 − p)`, 0 where it
 /// drops it: the adapter input from the layer-norm output, and the dropout's backward applied
 /// to a gradient. The decisions are drawn again on each call (a pure function of the key),
 /// rows in parallel.
 fn dropped<'v>(d: Dims, lora: &Lora<'_>, p: usize, v: &'v [f32]) -> Cow<'v, [f32]> {
-    let Some(drop) = lora.dropout else {
+    let Some((stream, kept_scale)) = mask_stream(lora, p) else {
         return Cow::Borrowed(v);
     };
-    let stream = MaskStream::new(drop.key, drop.layer, p, drop.p);
-    let (c, kept_scale) = (d.channels, 1.0 / (1.0 - drop.p));
-    let rows = ROWS_PER_TASK;
+    let (c, rows) = (d.channels, ROWS_PER_TASK);
     let mut out = vec![0.0; v.len()];
     out.par_chunks_mut(rows * c)
         .zip(v.par_chunks(rows * c))
@@ -46,12 +52,7 @@ fn dropped<'v>(d: Dims, lora: &Lora<'_>, p: usize, v: &'v [f32]) -> Cow<'v, [f32
 fn input_share(d: Dims, lora: &Lora<'_>, p: usize, dz: &[f32], dln: &mut [f32]) {
     let (c, r) = (d.channels, lora.rank);
     let a = &lora.a[p * r * c..(p + 1) * r * c];
-    let stream = lora.dropout.map(|drop| {
-        (
-            MaskStream::new(drop.key, drop.layer, p, drop.p),
-            1.0 / (1.0 - drop.p),
-        )
-    });
+    let stream = mask_stream(lora, p);
     let rows = ROWS_PER_TASK;
     dln.par_chunks_mut(rows * c)
         .zip(dz.par_chunks(rows * r))
