@@ -34,8 +34,8 @@ def main():
             parts = {
                 "student forward": (a["student_forward_ms"], b["student_forward_ms"]),
                 "other forwards": (a["forward_ms"] - a["student_forward_ms"], b["forward_ms"] - b["student_forward_ms"]),
-                "backward": (a["forward_backward_ms"] - a["forward_ms"], b["forward_backward_ms"] - b["forward_ms"]),
-                "optimiser": (r["step_ms"] - a["forward_backward_ms"], t["step_ms"] - b["forward_backward_ms"]),
+                "backward": (a["backward_ms"], b["backward_ms"]),
+                "optimiser": (a["optimiser_ms"], b["optimiser_ms"]),
             }
             for part, (x, y) in parts.items():
                 print(f"{tag + ': ' + part + ' ms dgs / torch':<48} {x:9.2f} / {y:.2f}")

@@ -5,8 +5,8 @@ transformers' CLIPModel built from a config (random weights, no download) with p
 vision q/k/v projections (rank 6, alpha 6, dropout 0.8), the three linear heads, the official
 loss and gradient hook (HorizonTEL/DGS-Net networks/trainer.py), Adam lr 1e-4 on LoRA + img_fc +
 text_fc. Base weights in the compute dtype, adapters and heads in f32 (as dgs does). Steps are
-timed after warm-up with device synchronisation (and, for DGS, the same cumulative phases as
-`dgs bench step`: student forward, all forwards, forwards + backward); memory is torch.cuda.max_memory_allocated and
+timed after warm-up with device synchronisation (and, for DGS, the same phases as `dgs bench
+step`: the student forward, and steps split into all forwards, backward, optimiser); memory is torch.cuda.max_memory_allocated and
 max_memory_reserved, and the device memory in use after the timed steps (driver view).
 
     python scripts/torch_reference_step.py --models vit-b32,vit-l14 --dtypes f32,bf16 --json out.json
@@ -96,32 +96,46 @@ def step_fn(cfg, model, heads, method, batch, device, dtype, compiled=False):
         # default backend; the backward and Adam stay eager, as in the eager rows.
         forward = torch.compile(forward)
 
-    def step():
+    def step(mark=lambda: None):
         loss = forward()
+        mark()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        mark()
         opt.step()
-
-    def forward_backward():
-        opt.zero_grad(set_to_none=True)
-        forward().backward()
 
     def student_forward():
         model.train()
         feats()
 
-    return step, dict(student_forward=student_forward, forward=forward, forward_backward=forward_backward)
+    return step, student_forward
 
 
-def mean_ms(device, reps, f):
-    """Mean milliseconds of f over reps synchronised runs, after one warm-up run."""
-    f()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        f()
-    sync(device)
-    return (time.perf_counter() - t0) * 1e3 / reps
+def step_phases(device, reps, step, student_forward):
+    """As `dgs bench step`: synchronised steps split where the forward and the backward end (the
+    parts add up to a step), the student's forward timed on its own beside them; mean ms over
+    reps runs after one untimed run."""
+    total = [0.0] * 4
+    for rep in range(reps + 1):
+        timed = 1.0 if rep else 0.0
+        sync(device)
+        t0 = time.perf_counter()
+        student_forward()
+        sync(device)
+        total[0] += timed * (time.perf_counter() - t0)
+        marks = [time.perf_counter()]
+
+        def mark():
+            sync(device)
+            marks.append(time.perf_counter())
+
+        step(mark)
+        sync(device)
+        marks.append(time.perf_counter())
+        for k in range(3):
+            total[k + 1] += timed * (marks[k + 1] - marks[k])
+    names = ("student_forward_ms", "forward_ms", "backward_ms", "optimiser_ms")
+    return {n: t * 1e3 / reps for n, t in zip(names, total)}
 
 
 def cpu_reset_peak():
@@ -206,7 +220,7 @@ def main():
             cfg, model, heads = build(name, DTYPES[dt], device)
             variants = [(m, c) for m in ("dgs", "plain-lora") for c in ([False, True] if a.compile else [False])]
             for method, compiled in variants:
-                step, parts = step_fn(cfg, model, heads, method, a.batch, device, DTYPES[dt], compiled)
+                step, student_forward = step_fn(cfg, model, heads, method, a.batch, device, DTYPES[dt], compiled)
                 for _ in range(a.warmup):
                     step()
                 sync(device)
@@ -230,8 +244,7 @@ def main():
                            images_per_s=a.batch / (ms / 1e3), max_allocated=alloc, max_reserved=reserved,
                            device_used=used)
                 if method == "dgs":
-                    # Same cumulative phases as `dgs bench step`.
-                    row["phases"] = {f"{k}_ms": mean_ms(device, min(a.steps, 5), f) for k, f in parts.items()}
+                    row["phases"] = step_phases(device, min(a.steps, 5), step, student_forward)
                 rows.append(row)
                 gib = lambda v: "—" if v is None else f"{v / 2**30:.2f} GiB"
                 label = method + (" compiled" if compiled else "")
@@ -239,7 +252,7 @@ def main():
                 if "phases" in row:
                     p = row["phases"]
                     print(f"{'':<28} student forward {p['student_forward_ms']:.2f} ms, all forwards {p['forward_ms']:.2f} ms, "
-                          f"backward {p['forward_backward_ms'] - p['forward_ms']:.2f} ms, optimiser {ms - p['forward_backward_ms']:.2f} ms")
+                          f"backward {p['backward_ms']:.2f} ms, optimiser {p['optimiser_ms']:.2f} ms")
             del model, heads
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -86,11 +86,7 @@ fn print_row(r: &StepBenchRow) {
     if let Some(p) = &r.phases {
         println!(
             "{:<28} student forward {:.2} ms, all forwards {:.2} ms, backward {:.2} ms, optimiser {:.2} ms",
-            "",
-            p.student_forward_ms,
-            p.forward_ms,
-            p.forward_backward_ms - p.forward_ms,
-            r.step_ms - p.forward_backward_ms,
+            "", p.student_forward_ms, p.forward_ms, p.backward_ms, p.optimiser_ms,
         );
     }
 }

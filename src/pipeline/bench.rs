@@ -13,8 +13,8 @@ use super::peak_memory;
 use crate::clip::{Clip, ClipConfig, DropoutKey, Fill, LoraConfig, Mode, SeededWeights};
 use crate::ops::{orthogonal_suppression, orthogonal_suppression_op_chain};
 use crate::train::{
-    Detector, LossScaler, OwnedBatch, Stage, Stage2Config, Stage2Trainer, SurgeryImpl, Variant,
-    stage2_loss,
+    Detector, LossScaler, OwnedBatch, Stage, Stage2Config, Stage2Trainer, StepPhase, SurgeryImpl,
+    Variant,
 };
 
 /// One measured configuration.
@@ -42,17 +42,20 @@ pub struct StepBenchRow {
     pub phases: Option<StepPhases>,
 }
 
-/// Cumulative timings of the parts of a DGS step, each device-synchronised and averaged over
-/// repetitions: their differences give the teacher and text forwards, the backward pass and the
-/// optimiser (`step_ms − forward_backward_ms`).
+/// Where a DGS step's time goes: synchronised steps split where the forward and the backward
+/// end (so forward + backward + optimiser is one step's time), and the student's image forward
+/// timed on its own beside them. Means over the repetitions.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepPhases {
-    /// The student's image forward alone (LoRA on, dropout on, graph kept).
+    /// The student's image forward alone (LoRA on, dropout on, graph kept): a part of
+    /// `forward_ms`.
     pub student_forward_ms: f64,
     /// Every forward of the step and the losses (student, teacher, text, heads, surgery).
     pub forward_ms: f64,
-    /// The forwards and the backward pass (no optimiser update).
-    pub forward_backward_ms: f64,
+    /// The backward pass.
+    pub backward_ms: f64,
+    /// The optimiser update.
+    pub optimiser_ms: f64,
 }
 
 pub struct StepBenchOptions {
@@ -126,35 +129,52 @@ fn mean_ms(
     Ok(t0.elapsed().as_secs_f64() * 1e3 / reps as f64)
 }
 
+/// [`StepPhases`] of `trainer`'s step over `reps` steps, after one untimed step.
 fn step_phases(
+    trainer: &mut Stage2Trainer,
     det: &Detector,
     batch: &OwnedBatch,
-    cfg: &Stage2Config,
     device: &Device,
     reps: usize,
 ) -> candle_core::Result<StepPhases> {
-    let loss = || {
-        stage2_loss(
+    let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
+    // Student forward, forward, backward, optimiser.
+    let mut total = [0.0f64; 4];
+    for rep in 0..=reps {
+        let timed = if rep == 0 { 0.0 } else { 1.0 };
+        device.synchronize()?;
+        let t0 = Instant::now();
+        let student = Mode::StudentTrain(DropoutKey { seed: 0, step: 0 });
+        drop(det.clip.image_features(&batch.pixels, student)?);
+        device.synchronize()?;
+        total[0] += timed * ms(t0);
+        let mut last = Instant::now();
+        trainer.step_marked(
             &det.clip,
             &det.teacher,
             &det.img_fc,
             &det.text_fc,
             &batch.view(),
-            cfg,
-            0,
-        )
-    };
+            &mut |phase| {
+                device.synchronize()?;
+                let part = match phase {
+                    StepPhase::ForwardDone => 1,
+                    StepPhase::BackwardDone => 2,
+                };
+                total[part] += timed * ms(last);
+                last = Instant::now();
+                Ok(())
+            },
+        )?;
+        device.synchronize()?;
+        total[3] += timed * ms(last);
+    }
+    let mean = total.map(|t| t / reps.max(1) as f64);
     Ok(StepPhases {
-        student_forward_ms: mean_ms(device, 1, reps, || {
-            det.clip
-                .image_features(
-                    &batch.pixels,
-                    Mode::StudentTrain(DropoutKey { seed: 0, step: 0 }),
-                )
-                .map(drop)
-        })?,
-        forward_ms: mean_ms(device, 1, reps, || loss().map(drop))?,
-        forward_backward_ms: mean_ms(device, 1, reps, || loss()?.0.backward().map(drop))?,
+        student_forward_ms: mean[0],
+        forward_ms: mean[1],
+        backward_ms: mean[2],
+        optimiser_ms: mean[3],
     })
 }
 
@@ -240,7 +260,7 @@ pub fn bench_steps(
                 let peak_bytes = peak_memory::peak_bytes(device);
                 let phases = match method {
                     "dgs" if opts.phases => Some(
-                        step_phases(&det, &batch, &trainer.cfg, device, opts.steps.min(5))
+                        step_phases(&mut trainer, &det, &batch, device, opts.steps.min(5))
                             .context(ctx)?,
                     ),
                     _ => None,

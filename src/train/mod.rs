@@ -25,6 +25,6 @@ pub use loss::{bce_logit_grad, bce_with_logits};
 pub use scaler::{LossScaler, ScaleDecision};
 pub use stage1::{Stage1Trainer, frozen_features};
 pub use stage2::{
-    Batch, Stage2Config, Stage2Trainer, StepStats, SurgeryImpl, Variant, accuracy, forgetting,
-    named_vars, stage2_loss,
+    Batch, Stage2Config, Stage2Trainer, StepPhase, StepStats, SurgeryImpl, Variant, accuracy,
+    forgetting, named_vars, stage2_loss,
 };

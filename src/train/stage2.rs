@@ -222,14 +222,31 @@ impl Stage2Trainer {
         text_fc: &Head,
         batch: &Batch<'_>,
     ) -> Result<StepStats> {
+        self.step_marked(clip, teacher, img_fc, text_fc, batch, &mut |_| Ok(()))
+    }
+
+    /// [`step`](Self::step), calling `mark` when the forward (every loss) is done and again
+    /// when the backward is: `dgs bench step` synchronises the device there to split one step's
+    /// time into its phases.
+    pub fn step_marked(
+        &mut self,
+        clip: &Clip,
+        teacher: &Head,
+        img_fc: &Head,
+        text_fc: &Head,
+        batch: &Batch<'_>,
+        mark: &mut dyn FnMut(StepPhase) -> Result<()>,
+    ) -> Result<StepStats> {
         let step = self.opt.step_count();
         let (loss, mut stats) =
             stage2_loss(clip, teacher, img_fc, text_fc, batch, &self.cfg, step)?;
+        mark(StepPhase::ForwardDone)?;
         if let Some(scaler) = &mut self.scaler {
             let grads = match stats.loss.is_finite() {
                 true => Some((loss * scaler.scale)?.backward()?),
                 false => None,
             };
+            mark(StepPhase::BackwardDone)?;
             let finite = match &grads {
                 Some(g) => self.opt.first_non_finite(g)?.is_none(),
                 None => false,
@@ -251,9 +268,19 @@ impl Stage2Trainer {
             );
         }
         let grads = loss.backward()?;
+        mark(StepPhase::BackwardDone)?;
         self.opt.step(&grads)?;
         Ok(stats)
     }
+}
+
+/// The points inside a training step at which [`Stage2Trainer::step_marked`] calls its mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPhase {
+    /// The forwards and every loss are computed; the backward has not started.
+    ForwardDone,
+    /// The gradients are computed; the optimiser has not started.
+    BackwardDone,
 }
 
 /// Mean cosine similarity between student and teacher image features on `pixels` — how much of
