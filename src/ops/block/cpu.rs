@@ -95,7 +95,7 @@ pub fn forward(
     let (cfg, d) = (&call.cfg, call.d);
     let (n, c, i) = (d.tokens(), d.channels, d.intermediate);
     let r = d.batch * call.outputs.per_image(d.seq);
-    let mut ln = vec![0.0; n * c];
+    let mut ln = rows::zeros(n * c);
     let mut stats1 = vec![0.0; n * 2];
     rows::layer_norm(x, w.ln1.0, w.ln1.1, cfg.eps, &mut ln, &mut stats1);
     let mut qkv = rows::bias_rows(w.qkv.1, n);
@@ -121,8 +121,8 @@ pub fn forward(
     rows::layer_norm(&res1, w.ln2.0, w.ln2.1, cfg.eps, &mut ln, &mut stats2);
     let mut h = rows::bias_rows(w.fc1.1, r);
     add_product(&mut h, &ln, &w.forward.fc1, (r, c, i));
-    let mut act = ln;
-    act.resize(r * i, 0.0);
+    drop(ln);
+    let mut act = rows::zeros(r * i);
     rows::activation(cfg.activation, &h, &mut act);
     let mut out = rows::bias_plus(w.fc2.1, &res1);
     add_product(&mut out, &act, &w.forward.fc2, (r, i, c));
@@ -200,7 +200,7 @@ pub fn backward(
     dln.resize(n * c, 0.0);
     let (mut da, mut db) = (Vec::new(), Vec::new());
     if let Some(l) = &call.lora {
-        let mut ln = vec![0.0; n * c];
+        let mut ln = rows::zeros(n * c);
         rows::layer_norm_again(x, w.ln1.0, w.ln1.1, &s.stats1, &mut ln);
         (da, db) = lora_ops::backward(d, &ln, l, &s.z, &dqkv, want_dx.then_some(&mut dln[..]));
     }
@@ -231,7 +231,7 @@ fn scatter_outputs(call: &Call<'_>, at_rows: Vec<f32>) -> Vec<f32> {
     if call.outputs == Outputs::All {
         return at_rows;
     }
-    let mut full = vec![0.0; d.tokens() * c];
+    let mut full = rows::zeros(d.tokens() * c);
     for (k, row) in call
         .outputs
         .token_rows(d.batch, d.seq)

@@ -77,13 +77,16 @@ pub fn forward(
         })
         .collect();
     let c = d.channels;
-    let mut out = vec![0.0; d.batch * q_rows * c];
-    let mut lse = Vec::with_capacity(d.batch * d.heads * q_rows);
-    for (job, (o, l)) in per_head.into_iter().enumerate() {
-        let (image, h) = (job / d.heads, job % d.heads);
-        scatter(&o, hd, &mut out, c, image * q_rows * c + h * hd);
-        lse.extend(l);
-    }
+    let mut out = rows::zeros(d.batch * q_rows * c);
+    // Heads merged image by image on the pool.
+    out.par_chunks_mut(q_rows * c)
+        .zip(per_head.par_chunks(d.heads))
+        .for_each(|(image_out, heads)| {
+            for (h, (o, _)) in heads.iter().enumerate() {
+                scatter(o, hd, image_out, c, h * hd);
+            }
+        });
+    let lse = per_head.into_iter().flat_map(|(_, l)| l).collect();
     (out, lse)
 }
 
@@ -129,13 +132,18 @@ pub fn backward(
             [dq, dk, dv]
         })
         .collect();
-    let mut dqkv = vec![0.0; d.tokens() * 3 * c];
-    for (job, [dq, dk, dv]) in per_head.into_iter().enumerate() {
-        let (image, h) = (job / d.heads, job % d.heads);
-        let at = |row: usize, part: usize| (image * t + row) * 3 * c + part * c + h * hd;
-        scatter(&dq, hd, &mut dqkv, 3 * c, at(outputs.first(image), 0));
-        scatter(&dk, hd, &mut dqkv, 3 * c, at(0, 1));
-        scatter(&dv, hd, &mut dqkv, 3 * c, at(0, 2));
-    }
+    let mut dqkv = rows::zeros(d.tokens() * 3 * c);
+    // Heads merged image by image on the pool.
+    dqkv.par_chunks_mut(t * 3 * c)
+        .zip(per_head.par_chunks(d.heads))
+        .enumerate()
+        .for_each(|(image, (image_grad, heads))| {
+            for (h, [dq, dk, dv]) in heads.iter().enumerate() {
+                let at = |row: usize, part: usize| row * 3 * c + part * c + h * hd;
+                scatter(dq, hd, image_grad, 3 * c, at(outputs.first(image), 0));
+                scatter(dk, hd, image_grad, 3 * c, at(0, 1));
+                scatter(dv, hd, image_grad, 3 * c, at(0, 2));
+            }
+        });
     dqkv
 }

@@ -162,7 +162,10 @@ pub fn matmul(
 
 /// `scale · a · b` into a new row-major `[a.rows, b.cols]`.
 pub fn product(a: View<'_>, b: View<'_>, scale: f32, threads: Threads) -> Vec<f32> {
-    let mut out = vec![0.0; a.rows * b.cols];
+    let mut out = match threads {
+        Threads::Pool => super::cpu_rows::zeros(a.rows * b.cols),
+        Threads::Caller => vec![0.0; a.rows * b.cols],
+    };
     matmul(
         Dst::rows(&mut out, a.rows, b.cols),
         a,

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::Dropout;
 use super::cpu_gemm::{Dst, Threads, View, matmul, product};
+use super::cpu_rows::zeros;
 use super::dims::Dims;
 use super::philox::MaskStream;
 
@@ -38,7 +39,7 @@ fn dropped<'v>(d: Dims, lora: &Lora<'_>, p: usize, v: &'v [f32]) -> Cow<'v, [f32
         return Cow::Borrowed(v);
     };
     let (c, rows) = (d.channels, ROWS_PER_TASK);
-    let mut out = vec![0.0; v.len()];
+    let mut out = zeros(v.len());
     out.par_chunks_mut(rows * c)
         .zip(v.par_chunks(rows * c))
         .enumerate()

@@ -15,6 +15,17 @@ fn rows_per_task(cols: usize) -> usize {
     (MIN_PARALLEL_ELEMENTS / cols.max(1)).max(1)
 }
 
+/// `len` zeros, written on the pool. `vec![0.0; len]` zeroes reused heap memory on the calling
+/// thread alone (the allocator's calloc), a serial pass that leaves the other cores idle
+/// between two products.
+pub fn zeros(len: usize) -> Vec<f32> {
+    let mut v = Vec::new();
+    rayon::iter::repeat_n(0.0f32, len)
+        .with_min_len(MIN_PARALLEL_ELEMENTS)
+        .collect_into_vec(&mut v);
+    v
+}
+
 /// Layer norm of each `cols`-long row of `x` into `out`; the row's mean and 1/σ into `stats`
 /// (`[rows, 2]`). Statistics in f32, two passes (mean, then centred squares), as the composite
 /// form computes them.
@@ -154,9 +165,16 @@ pub fn softmax_backward_rows(p: &[f32], dp: &mut [f32], t: usize) {
 }
 
 /// `rows` copies of `bias`, one after the other (the destination a product then adds into).
+/// Written on the pool: a serial pass here leaves the other cores idle between two products.
 pub fn bias_rows(bias: &[f32], rows: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows * bias.len());
-    (0..rows).for_each(|_| out.extend_from_slice(bias));
+    let cols = bias.len();
+    let mut out = zeros(rows * cols);
+    out.par_chunks_mut(cols * rows_per_task(cols))
+        .for_each(|group| {
+            group
+                .chunks_mut(cols)
+                .for_each(|row| row.copy_from_slice(bias))
+        });
     out
 }
 
@@ -164,7 +182,7 @@ pub fn bias_rows(bias: &[f32], rows: usize) -> Vec<f32> {
 pub fn bias_plus(bias: &[f32], base: &[f32]) -> Vec<f32> {
     let cols = bias.len();
     let group = rows_per_task(cols);
-    let mut out = vec![0.0; base.len()];
+    let mut out = zeros(base.len());
     out.par_chunks_mut(cols * group)
         .zip(base.par_chunks(cols * group))
         .for_each(|(out, base)| {
@@ -173,4 +191,23 @@ pub fn bias_plus(bias: &[f32], base: &[f32]) -> Vec<f32> {
             }
         });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool-written buffers hold what their serial forms would, at lengths around the task
+    /// size (one task, a partial last task, many tasks).
+    #[test]
+    fn pool_written_buffers() {
+        for len in [0, 1, 4095, 4096, 4097, 3 * 4096 + 17] {
+            assert_eq!(zeros(len), vec![0.0f32; len], "zeros({len})");
+        }
+        let bias: Vec<f32> = (0..771).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for rows in [0, 1, 5, 13] {
+            let want: Vec<f32> = (0..rows).flat_map(|_| bias.iter().copied()).collect();
+            assert_eq!(bias_rows(&bias, rows), want, "bias_rows({rows})");
+        }
+    }
 }
