@@ -137,37 +137,11 @@ fn step_phases(
     device: &Device,
     reps: usize,
 ) -> candle_core::Result<StepPhases> {
-    let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
-    // Student forward, forward, backward, optimiser.
+    step_parts_ms(trainer, det, batch, device)?;
     let mut total = [0.0f64; 4];
-    for rep in 0..=reps {
-        let timed = if rep == 0 { 0.0 } else { 1.0 };
-        device.synchronize()?;
-        let t0 = Instant::now();
-        let student = Mode::StudentTrain(DropoutKey { seed: 0, step: 0 });
-        drop(det.clip.image_features(&batch.pixels, student)?);
-        device.synchronize()?;
-        total[0] += timed * ms(t0);
-        let mut last = Instant::now();
-        trainer.step_marked(
-            &det.clip,
-            &det.teacher,
-            &det.img_fc,
-            &det.text_fc,
-            &batch.view(),
-            &mut |phase| {
-                device.synchronize()?;
-                let part = match phase {
-                    StepPhase::ForwardDone => 1,
-                    StepPhase::BackwardDone => 2,
-                };
-                total[part] += timed * ms(last);
-                last = Instant::now();
-                Ok(())
-            },
-        )?;
-        device.synchronize()?;
-        total[3] += timed * ms(last);
+    for _ in 0..reps {
+        let parts = step_parts_ms(trainer, det, batch, device)?;
+        total.iter_mut().zip(parts).for_each(|(t, p)| *t += p);
     }
     let mean = total.map(|t| t / reps.max(1) as f64);
     Ok(StepPhases {
@@ -176,6 +150,47 @@ fn step_phases(
         backward_ms: mean[2],
         optimiser_ms: mean[3],
     })
+}
+
+/// One synchronised student forward, then one step split at its marks: milliseconds of the
+/// student forward, the forward, the backward and the optimiser.
+fn step_parts_ms(
+    trainer: &mut Stage2Trainer,
+    det: &Detector,
+    batch: &OwnedBatch,
+    device: &Device,
+) -> candle_core::Result<[f64; 4]> {
+    let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
+    let mut parts = [0.0f64; 4];
+    device.synchronize()?;
+    let t0 = Instant::now();
+    let student = Mode::StudentTrain(DropoutKey { seed: 0, step: 0 });
+    drop(det.clip.image_features(&batch.pixels, student)?);
+    device.synchronize()?;
+    parts[0] = ms(t0);
+    let mut last = Instant::now();
+    let mut mark = |phase| {
+        device.synchronize()?;
+        let part = match phase {
+            StepPhase::ForwardDone => 1,
+            StepPhase::BackwardDone => 2,
+        };
+        parts[part] = ms(last);
+        last = Instant::now();
+        Ok(())
+    };
+    let view = batch.view();
+    trainer.step_marked(
+        &det.clip,
+        &det.teacher,
+        &det.img_fc,
+        &det.text_fc,
+        &view,
+        &mut mark,
+    )?;
+    device.synchronize()?;
+    parts[3] = ms(last);
+    Ok(parts)
 }
 
 /// Forward + backward of the surgery alone, `reps` times, milliseconds per repetition.
